@@ -1,0 +1,15 @@
+"""``mara_bench md``: not yet available (see the project's issues)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    return sub.add_parser("md", help="(not yet available)", description=__doc__)
+
+
+def main(args: argparse.Namespace) -> int:
+    raise UserError("'md' is not yet available in this version")

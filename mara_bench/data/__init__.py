@@ -1,0 +1,1 @@
+"""Datasets: one interface (name -> frames + splits + metadata), manifests, downloads, caches, statistics."""

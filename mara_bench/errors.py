@@ -1,0 +1,24 @@
+"""User-facing errors: one line, exit code 2, with a "did you mean" where a name was mistyped."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad name, bad file, bad value). The CLI prints it on one line, exit 2."""
+
+    exit_code = 2
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ' (did you mean 'x'?)' for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
+    """UserError for an unknown name of some kind, listing the valid choices."""
+    choices = sorted(choices)
+    return UserError(f"unknown {kind} '{name}'{did_you_mean(name, choices)}; choose from: {', '.join(choices)}")
