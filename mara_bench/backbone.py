@@ -13,6 +13,9 @@ Contract
 * The model's ``forward(batch, compute_forces=True, training=False)`` returns ``{"energy": [G], "forces": [N, 3]}``
   in eV and eV/Å; forces are ``-dE/dpositions`` by autograd (``create_graph=training``), so MARA's contribution
   is included. MARA modules live inside the model (:meth:`EnergyModel.mara_modules`) and keep their last gates.
+
+This module is deliberately light (no torch import): ``mara_bench list`` reads backbone classes without
+importing torch. :class:`EnergyModel` lives in :mod:`mara_bench.model` and is re-exported here lazily.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from .data.stats import DatasetStats
-    from .graph import GraphBatch
+    from .model import EnergyModel
 
 # Shared training hyper-parameters (one training loop for every backbone). Presets override a subset.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -71,24 +74,6 @@ class MaraOptions:
         return cls(variant=cfg.mara, grid=parse_grid(cfg.mara_grid), hidden=cfg.mara_hidden, heads=cfg.mara_heads)
 
 
-class EnergyModel(torch.nn.Module):
-    """Base class of what :meth:`Backbone.build` returns."""
-
-    r_max: float = 5.0
-
-    def forward(self, batch: GraphBatch, compute_forces: bool = True, training: bool = False) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def mara_modules(self) -> list[torch.nn.Module]:
-        from .mara import MARA
-
-        return [m for m in self.modules() if isinstance(m, MARA)]
-
-    def last_gates(self) -> list[torch.Tensor]:
-        """Per MARA module (one per interaction block), the gates [E, 1] of the last forward pass."""
-        return [m.last_gates for m in self.mara_modules() if getattr(m, "last_gates", None) is not None]
-
-
 class Backbone:
     """Base class for backbone plugins. Subclass, fill the class attributes and implement ``build``."""
 
@@ -99,7 +84,7 @@ class Backbone:
     mara_placement: ClassVar[str] = ""  # one line: where MARA attaches in this backbone
 
     def build(self, model_options: dict[str, Any], stats: DatasetStats, mara: MaraOptions,
-              dtype: torch.dtype = torch.float32) -> EnergyModel:
+              dtype: torch.dtype | None = None) -> EnergyModel:
         raise NotImplementedError
 
     # helpers shared by all backbones ------------------------------------------------
@@ -111,3 +96,11 @@ class Backbone:
             raise unknown(f"preset for backbone '{cls.name}'", name, cls.presets)
         p = cls.presets[name]
         return {"model": dict(p["model"]), "train": {**TRAIN_DEFAULTS, **p.get("train", {})}}
+
+
+def __getattr__(name: str):  # PEP 562: lazy re-export, keeps this module torch-free
+    if name == "EnergyModel":
+        from .model import EnergyModel
+
+        return EnergyModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

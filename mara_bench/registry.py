@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
 from .errors import unknown
@@ -24,14 +24,15 @@ class Entry:
     name: str
     value: str  # "module:Class"
     dist: str  # distribution that registered it
-    entry_point: EntryPoint
+    entry_point: EntryPoint | None
+    obj: object = None  # set for in-process registrations (register())
 
     @property
     def builtin(self) -> bool:
         return self.dist == BUILTIN_DIST
 
     def load(self):
-        return self.entry_point.load()
+        return self.obj if self.entry_point is None else self.entry_point.load()
 
 
 def _dist_name(ep: EntryPoint) -> str:
@@ -39,7 +40,7 @@ def _dist_name(ep: EntryPoint) -> str:
     return (d.metadata["Name"] if d is not None else "?").replace("-", "_")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entries(group: str) -> dict[str, Entry]:
     found: dict[str, Entry] = {}
     for ep in entry_points(group=group):
@@ -60,17 +61,40 @@ def _entries(group: str) -> dict[str, Entry]:
     return found
 
 
+_registered: dict[str, dict[str, Entry]] = {BACKBONE_GROUP: {}, DATASET_GROUP: {}}
+
+
 def refresh() -> None:
     """Forget cached entry points (after installing or removing a plugin in-process)."""
     _entries.cache_clear()
 
 
+def register(group: str, name: str, obj: object, dist: str = "__main__") -> None:
+    """Register an object in-process (tests, notebooks). Entry points still win a clash with a built-in."""
+    _registered[group][name] = Entry(name, f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__name__', '?')}",
+                                     dist, None, obj)
+
+
+def unregister(group: str, name: str) -> None:
+    _registered[group].pop(name, None)
+
+
+def _all(group: str) -> dict[str, Entry]:
+    out = dict(_entries(group))
+    for name, e in _registered[group].items():
+        if name in out and out[name].builtin:
+            warnings.warn(f"{group}: '{name}' from '{e.dist}' clashes with a built-in; the built-in wins", stacklevel=3)
+            continue
+        out[name] = e
+    return out
+
+
 def backbone_entries() -> dict[str, Entry]:
-    return dict(sorted(_entries(BACKBONE_GROUP).items()))
+    return dict(sorted(_all(BACKBONE_GROUP).items()))
 
 
 def dataset_entries() -> dict[str, Entry]:
-    return dict(sorted(_entries(DATASET_GROUP).items()))
+    return dict(sorted(_all(DATASET_GROUP).items()))
 
 
 def get_backbone(name: str):

@@ -1,0 +1,28 @@
+"""EnergyModel: the torch module every backbone's build() returns (see mara_bench.backbone for the contract)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .graph import GraphBatch
+
+
+class EnergyModel(torch.nn.Module):
+    """Base class of what :meth:`Backbone.build` returns."""
+
+    r_max: float = 5.0
+
+    def forward(self, batch: GraphBatch, compute_forces: bool = True, training: bool = False) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def mara_modules(self) -> list[torch.nn.Module]:
+        from .mara import MARA
+
+        return [m for m in self.modules() if isinstance(m, MARA)]
+
+    def last_gates(self) -> list[torch.Tensor]:
+        """Per MARA module (one per interaction block), the gates [E, 1] of the last forward pass."""
+        return [m.last_gates for m in self.mara_modules() if getattr(m, "last_gates", None) is not None]
