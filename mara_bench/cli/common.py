@@ -39,6 +39,8 @@ def add_model_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
 
 
 def config_from_args(args: argparse.Namespace, mara: str | None = None, seed: int | None = None) -> RunConfig:
+    if getattr(args, "config", None):
+        return config_with_file(args, mara, seed)
     overrides = dict(parse_override(o) for o in getattr(args, "overrides", []) or [])
     data_dir = getattr(args, "data_dir", None) or os.environ.get("MARA_BENCH_DATA") or None
     cfg = RunConfig(
@@ -59,14 +61,48 @@ def config_from_args(args: argparse.Namespace, mara: str | None = None, seed: in
         output_dir=getattr(args, "output_dir", "results"),
     )
     cfg.validate()
-    # names are checked here, before anything is written
-    from ..registry import backbone_entries
+    check_names(cfg)
+    return cfg
+
+
+def check_names(cfg: RunConfig) -> None:
+    """Cheap checks of backbone and dataset names (no heavy import), before anything is written."""
+    from ..errors import unknown
+    from ..registry import backbone_entries, dataset_entries
 
     if cfg.backbone not in backbone_entries():
-        from ..errors import unknown
-
         raise unknown("backbone", cfg.backbone, backbone_entries())
-    return cfg
+    ds = str(cfg.dataset)
+    if looks_like_path(ds):
+        if not os.path.isfile(ds):
+            raise UserError(f"dataset file '{ds}' not found; give an existing .xyz/.extxyz/.npz file or a dataset name")
+    elif (family := ds.split(":", 1)[0]) not in dataset_entries():
+        from ..errors import did_you_mean
+
+        raise UserError(f"unknown dataset '{ds}'{did_you_mean(family, dataset_entries())}; dataset families: "
+                        f"{', '.join(dataset_entries())} (or a path to an .xyz/.extxyz/.npz file)")
+
+
+def looks_like_path(name: str) -> bool:
+    return os.sep in name or name.endswith((".xyz", ".extxyz", ".npz")) or os.path.exists(name)
+
+
+def load_config_file(path: str) -> dict:
+    """Read a run configuration (YAML or JSON mapping of RunConfig keys)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as e:
+        raise UserError(f"cannot read config file '{path}': {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"config file '{path}' is not valid YAML/JSON: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file '{path}' must hold a mapping of config keys (e.g. backbone: mace)")
+    data.pop("run_id", None)
+    data.pop("config_hash", None)
+    return data
 
 
 def parse_csv(text: str, what: str) -> list[str]:
@@ -74,3 +110,27 @@ def parse_csv(text: str, what: str) -> list[str]:
     if not items:
         raise UserError(f"empty {what} list")
     return items
+
+
+_ARG_TO_KEY = {"mara_grid": "mara_grid", "mara_hidden": "mara_hidden", "mara_heads": "mara_heads"}
+
+
+def config_with_file(args: argparse.Namespace, mara: str | None, seed: int | None) -> RunConfig:
+    """--config FILE is the base; command-line flags that differ from their defaults override it."""
+    base = load_config_file(args.config)
+    defaults = vars(args.parser_defaults) if hasattr(args, "parser_defaults") else {}
+    cfg_fields = set(RunConfig.__dataclass_fields__)
+    for k, v in vars(args).items():
+        if k in cfg_fields and k in defaults and v != defaults[k]:
+            base[k] = v
+    if getattr(args, "overrides", None):
+        base.setdefault("overrides", {}).update(dict(parse_override(o) for o in args.overrides))
+    if mara is not None:
+        base["mara"] = mara
+    if seed is not None:
+        base["seed"] = seed
+    if base.get("data_dir") is None and os.environ.get("MARA_BENCH_DATA"):
+        base["data_dir"] = os.environ["MARA_BENCH_DATA"]
+    cfg = RunConfig.from_dict(base)
+    check_names(cfg)
+    return cfg

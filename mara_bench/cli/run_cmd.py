@@ -13,13 +13,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_data_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed for data order and initialisation (default 0)")
     p.add_argument("--output-dir", default="results", help="results folder (default results/)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML/JSON run configuration (e.g. a run's config.json); flags given on the command line override it")
     p.add_argument("--force", action="store_true", help="re-run even if a finished run with this config exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(_parser=p)
     return p
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.config:
+        args.parser_defaults = argparse.Namespace(**{a.dest: a.default for a in args._parser._actions})
     cfg = config_from_args(args)
+    from ..results import check_output_dir
+
+    check_output_dir(cfg.output_dir)
     from ..pipeline import run_config
 
     run_config(cfg, force=args.force, progress=not args.quiet)
