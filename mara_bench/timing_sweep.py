@@ -1,0 +1,387 @@
+"""The timing sweep behind ``mara_bench time``: systems of ~20 … ≥5,000 atoms, models per MARA variant,
+inference (energy + forces) and one training step, variants interleaved in one process.
+
+Systems: copies of one molecule (frames of a dataset, cycled, or a built-in ASE molecule) batched into one
+:class:`GraphBatch` of disjoint graphs. Molecules never interact (no edges between copies), so the edge count
+grows linearly with the atom count — the same work as tiling copies far apart in one box.
+
+Stats: when the molecule comes from a dataset and the data layer provides ``compute_stats``, models are built
+with the real statistics; otherwise with a synthetic stats object (:func:`synthetic_stats`: the molecule's
+elements, E0 = 0, average neighbour count measured on the molecule, unit scales). Statistics change numbers,
+not the amount of work, so timings are the same either way. Loss targets are zeros for the same reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .graph import FrameGraph, GraphBatch, build_graph, collate
+from .timing import is_oom, peak_memory_of, summarize, throughput, time_call_ms
+
+# ------------------------------------------------------------------------------------------------ systems
+
+
+@dataclass
+class Molecule:
+    name: str
+    source: str  # "dataset" | "file" | "ase"
+    frames: list[tuple[np.ndarray, np.ndarray]]  # (numbers [n], positions [n, 3] Å), all with the same n
+    dataset: Any = None  # the Dataset object when loaded through the data layer
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.frames[0][0])
+
+
+def _from_ase(name: str) -> Molecule:
+    from ase.build import molecule
+    from ase.collections import g2
+
+    if name not in g2.names:
+        from .errors import unknown
+
+        raise unknown("ASE molecule for --molecule ase:NAME", name, g2.names)
+    a = molecule(name)
+    return Molecule(f"ase:{name}", "ase", [(a.numbers.astype(np.int64), a.positions.astype(np.float64))])
+
+
+def _from_npz(path: str, max_frames: int = 512) -> Molecule:
+    with np.load(path) as d:
+        keys = set(d.files)
+        if {"nuclear_charges", "coords"} <= keys:
+            z, r = d["nuclear_charges"], d["coords"]
+        elif {"z", "R"} <= keys:
+            z, r = d["z"], d["R"]
+        else:
+            raise UserError(f"--molecule file '{path}': npz needs keys nuclear_charges+coords (rMD17) or z+R (sGDML)")
+        r = r[:max_frames]
+    z = np.asarray(z, dtype=np.int64).reshape(-1)
+    return Molecule(path, "file", [(z, np.asarray(p, dtype=np.float64)) for p in np.asarray(r).reshape(-1, len(z), 3)])
+
+
+def load_molecule(spec: str = "default", data_dir: str | None = None) -> Molecule:
+    """``ase:NAME`` (ASE g2 molecule), a path to an npz/extxyz file, or a dataset name of the data layer.
+
+    ``default`` is the embedded default dataset; while the data layer is not installed it falls back to
+    ``ase:C6H6`` (the result's ``molecule`` field says which was used).
+    """
+    import os
+
+    spec = str(spec)
+    if spec.startswith("ase:"):
+        return _from_ase(spec[4:])
+    if os.path.exists(spec):
+        if spec.endswith(".npz"):
+            return _from_npz(spec)
+        from ase.io import read
+
+        try:
+            atoms = read(spec, index=":512")
+        except Exception as e:  # ase raises many types for unreadable files
+            raise UserError(f"--molecule file '{spec}' could not be read by ase.io: {e}") from None
+        n = len(atoms[0])
+        frames = [(a.numbers.astype(np.int64), a.positions.astype(np.float64)) for a in atoms if len(a) == n]
+        return Molecule(spec, "file", frames)
+    try:
+        from .data import load_dataset  # the data layer (may not be installed in this version)
+    except ImportError:
+        if spec == "default":
+            return _from_ase("C6H6")
+        raise UserError(f"--molecule '{spec}': the dataset layer is not available; use ase:NAME or a file path") from None
+    ds = load_dataset(spec, data_dir=data_dir)
+    fr = ds.splits["train"]
+    ptr = np.asarray(fr.ptr)
+    n = int(ptr[1] - ptr[0])
+    frames = [(np.asarray(fr.numbers[ptr[i]:ptr[i + 1]], dtype=np.int64),
+               np.asarray(fr.positions[ptr[i]:ptr[i + 1]], dtype=np.float64))
+              for i in range(min(len(ptr) - 1, 512)) if int(ptr[i + 1] - ptr[i]) == n]
+    return Molecule(spec, "dataset", frames, dataset=ds)
+
+
+def make_batch(mol: Molecule, n_atoms: int, r_max: float, dtype: torch.dtype) -> tuple[GraphBatch, list[FrameGraph]]:
+    """round(n_atoms / molecule size) copies (>= 1) of the molecule's frames, cycled, as one batch."""
+    copies = max(1, int(round(n_atoms / mol.n_atoms)))
+    cache: dict[int, FrameGraph] = {}
+    graphs = []
+    for k in range(copies):
+        i = k % len(mol.frames)
+        if i not in cache:
+            cache[i] = build_graph(*mol.frames[i], r_max=r_max, index=i)
+        graphs.append(cache[i])
+    return collate(graphs, dtype=dtype), graphs
+
+
+@dataclass
+class SyntheticStats:
+    """Stand-in for ``mara_bench.data.stats.DatasetStats`` when no dataset statistics are available."""
+
+    elements: list[int]
+    e0s: dict[int, float]
+    avg_num_neighbors: float
+    energy_per_atom_mean: float = 0.0
+    energy_per_atom_std: float = 1.0
+    force_rms: float = 1.0
+    n_frames: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def synthetic_stats(mol: Molecule, graphs: list[FrameGraph]) -> Any:
+    """Stats built from the molecule (elements, measured neighbour count; E0 = 0, unit scales)."""
+    elements = sorted({int(z) for z in mol.frames[0][0]})
+    avg = float(np.mean([g.edge_index.shape[1] / max(1, len(g.numbers)) for g in graphs]))
+    values = {"elements": elements, "e0s": {z: 0.0 for z in elements}, "avg_num_neighbors": avg,
+              "energy_per_atom_mean": 0.0, "energy_per_atom_std": 1.0, "force_rms": 1.0, "n_frames": len(graphs)}
+    try:
+        from .data.stats import DatasetStats
+    except ImportError:
+        return SyntheticStats(**values)
+    if dataclasses.is_dataclass(DatasetStats):
+        names = {f.name for f in dataclasses.fields(DatasetStats)}
+        try:
+            return DatasetStats(**{k: v for k, v in values.items() if k in names})
+        except TypeError:
+            pass
+    return SyntheticStats(**values)
+
+
+def stats_for(mol: Molecule, graphs: list[FrameGraph], r_max: float) -> tuple[Any, str]:
+    """(stats, kind): real dataset statistics where possible, else synthetic ones."""
+    if mol.dataset is not None:
+        try:
+            from .data.stats import compute_stats
+
+            meta = getattr(mol.dataset, "meta", {}) or {}
+            return compute_stats(mol.dataset.splits["train"], r_max, meta.get("isolated_atom_energies")), "dataset"
+        except ImportError:
+            pass
+    return synthetic_stats(mol, graphs), "synthetic"
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+@dataclass
+class Variant:
+    name: str
+    model: torch.nn.Module
+    step_model: Any  # the model or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+
+
+def build_model(backbone: str, preset: str, variant: str, stats, dtype: torch.dtype, device: str,
+                mara_grid=(4, 8), mara_hidden: int = 32, mara_heads: int = 1,
+                model_overrides: dict[str, Any] | None = None, seed: int = 0) -> torch.nn.Module:
+    from .backbone import MaraOptions
+    from .config import apply_overrides
+    from .registry import get_backbone
+
+    cls = get_backbone(backbone)
+    opts = apply_overrides(cls.preset(preset)["model"], model_overrides or {}, "model", f"backbone '{backbone}'")
+    torch.manual_seed(seed)
+    mara = MaraOptions(variant=variant, grid=tuple(mara_grid), hidden=mara_hidden, heads=mara_heads)
+    return cls().build(opts, stats, mara, dtype).to(device)
+
+
+def model_r_max(backbone: str, preset: str) -> float:
+    from .registry import get_backbone
+
+    return float(get_backbone(backbone).preset(preset)["model"].get("r_max", 5.0))
+
+
+def inference_step(model, batch: GraphBatch):
+    out = model(batch, compute_forces=True, training=False)
+    return out["energy"].detach(), out["forces"].detach()
+
+
+def train_step(model, batch: GraphBatch, optimizer, energy_weight=1.0, forces_weight=1000.0, grad_clip=10.0):
+    """Loss (per-atom energy MSE + force MSE against zero targets) + backward + clip + optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    out = model(batch, compute_forces=True, training=True)
+    e = out["energy"] / batch.num_atoms.to(out["energy"].dtype)
+    loss = energy_weight * (e**2).mean() + forces_weight * (out["forces"] ** 2).mean()
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def make_optimizer(model: torch.nn.Module, train_opts: dict[str, Any]) -> torch.optim.Optimizer:
+    name = str(train_opts.get("optimizer", "amsgrad"))
+    lr = 1e-4  # small: zero targets; the cost of a step does not depend on the learning rate
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr)
+    return torch.optim.Adam(model.parameters(), lr=lr, amsgrad=name == "amsgrad")
+
+
+def _call(v: Variant, mode: str, batch: GraphBatch, train_opts: dict[str, Any]):
+    if mode == "inference":
+        return lambda: inference_step(v.step_model, batch)
+    return lambda: train_step(v.step_model, batch, v.optimizer, 1.0, float(train_opts.get("forces_weight", 1000.0)),
+                              train_opts.get("grad_clip"))
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+
+
+@dataclass
+class SweepSettings:
+    backbone: str = "mace"
+    variants: tuple[str, ...] = ("off", "paper", "control")
+    preset: str = "quick"
+    device: str = "cpu"
+    dtype: str = "float32"
+    sizes: tuple[int, ...] = (20, 200, 2000, 5000)
+    repeats: int = 10
+    warmup: int = 2
+    compile: bool = False
+    modes: tuple[str, ...] = ("inference", "train")
+    molecule: str = "default"
+    data_dir: str | None = None
+    mara_grid: tuple[int, int] = (4, 8)
+    mara_hidden: int = 32
+    mara_heads: int = 1
+    max_step_s: float | None = None  # skip a size when one warm-up step takes longer
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _row(s: SweepSettings, variant: str, mode: str, size: int, batch: GraphBatch, status="ok", note="") -> dict:
+    return {"backbone": s.backbone, "preset": s.preset, "variant": variant, "mode": mode, "device": str(s.device),
+            "dtype": s.dtype, "compiled": bool(s.compile), "size_requested": int(size),
+            "n_atoms": int(batch.positions.shape[0]), "n_edges": int(batch.edge_index.shape[1]),
+            "n_graphs": int(batch.num_graphs), "status": status, "note": note, "repeats": 0, "warmup": s.warmup,
+            "threads": torch.get_num_threads(), "median_ms": None, "q25_ms": None, "q75_ms": None, "iqr_ms": None,
+            "min_ms": None, "mean_ms": None, "atoms_steps_per_s": None, "ns_per_day": None, "peak_mem_mb": None,
+            "peak_mem_delta_mb": None, "peak_mem_kind": None, "overhead_vs_off": None, "overhead_q25": None,
+            "overhead_q75": None,
+            "compile_s": None, "times_ms": []}
+
+
+def _free(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if str(device).startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tuple[list[dict], str]:
+    """All rows for one system size. Returns (rows, stats_kind). Out-of-memory → rows with status 'skipped'."""
+    from .registry import get_backbone
+
+    dtype = getattr(torch, s.dtype)
+    r_max = model_r_max(s.backbone, s.preset)
+    train_opts = get_backbone(s.backbone).preset(s.preset)["train"]
+    batch_cpu, graphs = make_batch(mol, size, r_max, dtype)
+    stats, stats_kind = stats_for(mol, graphs, r_max)
+    batch = batch_cpu.to(s.device, dtype)
+    rows = {(v, m): _row(s, v, m, size, batch) for v in s.variants for m in s.modes}
+    live: dict[str, Variant] = {}
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in rows}
+
+    def skip(keys, why):
+        for k in keys:
+            rows[k].update(status="skipped", note=why)
+            times.pop(k, None)
+
+    try:
+        for v in s.variants:
+            model = build_model(s.backbone, s.preset, v, stats, dtype, s.device, s.mara_grid, s.mara_hidden,
+                                s.mara_heads, s.model_overrides)
+            step_model = torch.compile(model) if s.compile else model
+            live[v] = Variant(v, model, step_model, make_optimizer(model, train_opts))
+        for v, var in live.items():  # warm-up (and compile) — never timed into the statistics
+            for m in s.modes:
+                fn = _call(var, m, batch, train_opts)
+                for w in range(max(1, s.warmup)):
+                    t0 = time.perf_counter()
+                    ms = time_call_ms(fn, s.device)
+                    if w == 0 and s.compile:  # first call = compilation (+ one step)
+                        rows[(v, m)]["compile_s"] = time.perf_counter() - t0
+                    if s.max_step_s and ms / 1e3 > s.max_step_s:
+                        raise TimeoutError(f"one {m} step took {ms / 1e3:.1f} s > --max-step-s {s.max_step_s:g}")
+        for r in range(s.repeats):  # interleaved: every repeat times every variant, order rotated per repeat
+            k = r % len(s.variants)
+            for v in list(s.variants[k:]) + list(s.variants[:k]):
+                for m in s.modes:
+                    times[(v, m)].append(time_call_ms(_call(live[v], m, batch, train_opts), s.device))
+            if progress is not None:
+                progress.update(1)
+        for (v, m), row in rows.items():  # peak memory: one extra call per variant and mode
+            _free(s.device)
+            peak = peak_memory_of(_call(live[v], m, batch, train_opts), s.device)
+            row["peak_mem_mb"], row["peak_mem_delta_mb"], row["peak_mem_kind"] = peak
+    except TimeoutError as e:
+        skip(list(rows), f"skipped: {e}")
+    except (RuntimeError, MemoryError) as e:
+        if not is_oom(e):
+            raise
+        skip(list(rows), f"skipped: out of memory on {s.device} ({type(e).__name__})")
+    finally:
+        live.clear()
+        _free(s.device)
+    for (v, m), ms in times.items():
+        row = rows[(v, m)]
+        st = summarize(ms)
+        row.update({k: st[k] for k in ("median_ms", "q25_ms", "q75_ms", "iqr_ms", "min_ms", "mean_ms")})
+        row.update(repeats=len(ms), times_ms=[float(x) for x in ms])
+        tp = throughput(st["median_ms"], row["n_atoms"])
+        row["atoms_steps_per_s"] = tp["atoms_steps_per_s"]
+        row["ns_per_day"] = tp["ns_per_day"] if m == "inference" else None
+        base = times.get(("off", m))
+        if base and len(base) == len(ms):
+            ratios = [a / b for a, b in zip(ms, base, strict=True)]  # paired: same repeat, same process
+            q = summarize(ratios)
+            row.update(overhead_vs_off=q["median_ms"], overhead_q25=q["q25_ms"], overhead_q75=q["q75_ms"])
+    return list(rows.values()), stats_kind
+
+
+def environment(device: str) -> dict[str, Any]:
+    import platform
+    import socket
+    import sys
+
+    from .results import git_commit, package_versions
+
+    env = {"git_commit": git_commit(), "packages": package_versions(), "python": sys.version.split()[0],
+           "platform": platform.platform(), "host": socket.gethostname(), "device": str(device),
+           "device_name": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "interop_threads": torch.get_num_interop_threads(), "cuda_version": torch.version.cuda}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+def run_sweep(s: SweepSettings, command: str = "", progress: bool = True) -> dict[str, Any]:
+    """Time every size of ``s``; return the results object (schema :data:`mara_bench.timing.SCHEMA`)."""
+    from tqdm import tqdm
+
+    from .timing import SCHEMA
+
+    mol = load_molecule(s.molecule, s.data_dir)
+    rows: list[dict] = []
+    stats_kinds = set()
+    bar = tqdm(total=len(s.sizes) * s.repeats, desc=f"time {s.backbone}", unit="rep", disable=not progress)
+    try:
+        for size in s.sizes:
+            bar.set_postfix_str(f"{size} atoms")
+            size_rows, kind = time_size(s, mol, size, progress=bar)
+            rows += size_rows
+            stats_kinds.add(kind)
+            if any(r["status"] == "skipped" for r in size_rows):
+                bar.update(max(0, s.repeats - max(r["repeats"] for r in size_rows)))
+    finally:
+        bar.close()
+    settings = dataclasses.asdict(s)
+    settings.update(molecule=mol.name, molecule_source=mol.source, molecule_atoms=mol.n_atoms,
+                    molecule_frames=len(mol.frames), stats=",".join(sorted(stats_kinds)) or None,
+                    fs_per_step=0.5, interleaved=True)
+    return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
+            "settings": settings, "environment": environment(s.device), "rows": rows}
