@@ -1,9 +1,208 @@
-"""The run pipeline: dataset -> graph batches -> backbone (+ MARA) -> trainer -> evaluator -> results."""
+"""The run pipeline: dataset -> graph batches -> backbone (+ MARA) -> trainer -> evaluator -> results.
+
+Everything that can be wrong with the input (backbone, preset, overrides, dataset, output folder) is checked in
+:func:`prepare` before ``results/<run_id>/`` is created, so a UserError never leaves a run folder behind.
+``metrics.json`` is written last: a folder without it is an unfinished run that the next call resumes.
+"""
 
 from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .errors import UserError
 
 
-def run_config(cfg, force: bool = False, progress: bool = True):
-    raise UserError("'run' is not yet available in this version")
+@dataclass
+class Prepared:
+    cfg: Any
+    backbone_cls: type
+    model_opts: dict[str, Any]
+    train_opts: dict[str, Any]
+    dataset: Any
+    stats: Any
+    train_graphs: list
+    val_graphs: list
+    test_graphs: dict[str, list]
+    device: str
+    run_dir: Path
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' requested but CUDA is not available here; use --device cpu or auto")
+    return str(device)
+
+
+def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UserError(f"train.max_train_frames / max_val_frames must be a positive integer or null, got {limit!r}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare(cfg) -> Prepared:
+    """Resolve backbone, preset, overrides, dataset, statistics and the output folder. Writes nothing."""
+    from . import registry
+    from .config import apply_overrides
+    from .results import check_output_dir, run_dir
+    from .train import check_options
+
+    cfg.validate()
+    cls = registry.get_backbone(cfg.backbone)
+    preset = cls.preset(cfg.preset)
+    where = f"backbone '{cfg.backbone}' preset '{cfg.preset}'"
+    model_opts = apply_overrides(preset["model"], cfg.overrides, "model", where)
+    train_opts = apply_overrides(preset["train"], cfg.overrides, "train", where)
+    check_options(train_opts, where)
+    if "r_max" not in model_opts:
+        raise UserError(f"{where} has no model.r_max; the backbone's presets must define it")
+    r_max = float(model_opts["r_max"])
+    device = resolve_device(cfg.device)
+    check_output_dir(cfg.output_dir)
+
+    from .data import compute_stats, graphs_for, load_dataset
+
+    ds = load_dataset(cfg.dataset, cfg.split, cfg.data_dir, cfg.test)
+    for name in ("train", "val"):
+        if name not in ds.splits or len(ds.splits[name]) == 0:
+            raise UserError(f"dataset '{cfg.dataset}' has no '{name}' frames; it cannot be used for training")
+    tr_idx = _subset(len(ds.splits["train"]), train_opts.get("max_train_frames"), cfg.seed)
+    va_idx = _subset(len(ds.splits["val"]), train_opts.get("max_val_frames"), cfg.seed + 1)
+    all_train = graphs_for(ds, "train", r_max)
+    all_val = graphs_for(ds, "val", r_max)
+    stats = compute_stats(ds.splits["train"].subset(tr_idx), r_max, (ds.meta or {}).get("isolated_atom_energies"))
+    test_graphs = {name: graphs_for(ds, name, r_max) for name in ds.test_sets()}
+    return Prepared(cfg, cls, model_opts, train_opts, ds, stats, [all_train[i] for i in tr_idx],
+                    [all_val[i] for i in va_idx], test_graphs, device, run_dir(cfg))
+
+
+def build_model(p: Prepared, dtype):
+    import torch
+
+    from .backbone import MaraOptions
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        seed_everything(p.cfg.seed)
+        model = p.backbone_cls().build(dict(p.model_opts), p.stats, MaraOptions.from_config(p.cfg), dtype)
+    finally:
+        torch.set_default_dtype(old)
+    return model.to(device=p.device, dtype=dtype)
+
+
+def count_parameters(model) -> dict[str, int]:
+    total = sum(q.numel() for q in model.parameters())
+    try:
+        mara = sum(q.numel() for m in model.mara_modules() for q in m.parameters())
+    except ImportError:
+        mara = 0
+    return {"total": int(total), "mara": int(mara)}
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    rows = [("set", "E MAE meV", "E RMSE meV", "F MAE meV/Å", "F RMSE meV/Å", "F err P99", "F err max")]
+    for name, m in metrics["test_sets"].items():
+        def f(k, m=m):
+            v = m.get(k)
+            return "-" if v is None else f"{v:.2f}"
+
+        rows.append((name, f("energy_mae_mev"), f("energy_rmse_mev"), f("force_mae_mev_A"), f("force_rmse_mev_A"),
+                     f("force_err_p99_mev_A"), f("force_err_max_mev_A")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    tr = metrics["train"]
+    lines.append(f"MARA: {metrics['mara']}   parameters: {metrics['parameters']['total']:,} "
+                 f"(MARA {metrics['parameters']['mara']:,})   train time: {tr['train_time_s']:.1f} s, "
+                 f"{tr['epochs']} epochs ({tr['stopped']})")
+    sym = metrics.get("symmetry") or {}
+    if "energy_max_abs_eV" in sym:
+        lines.append(f"equivariance (float64): max |dE| {sym['energy_max_abs_eV']:.2e} eV, "
+                     f"max |dF| {sym.get('forces_max_abs_eV_A', float('nan')):.2e} eV/Å")
+    return "\n".join(lines)
+
+
+def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
+    """Train and evaluate one configuration; return its run folder. Reuses a finished run unless ``force``."""
+    import torch
+
+    from . import checkpoint as ckpt
+    from .atomic import atomic_write_json
+    from .evaluate import evaluate_run
+    from .results import check_same_config, is_complete, run_info, write_config
+    from .train import train
+
+    p = prepare(cfg)
+    rd = p.run_dir
+    if is_complete(rd) and not force:
+        print(f"already done: {rd} (use --force to re-run)")
+        return rd
+    if force and rd.exists():
+        for name in ("metrics.json", ckpt.NAME, "train_log.csv", "predictions.npz", "gates.npz", "run_info.json"):
+            (rd / name).unlink(missing_ok=True)
+    resuming = (rd / ckpt.NAME).exists()
+    if resuming:
+        check_same_config(rd, cfg)
+    rd.mkdir(parents=True, exist_ok=True)
+    write_config(rd, cfg)
+
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if p.device == "cpu" and os.environ.get("MARA_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["MARA_BENCH_THREADS"]))
+    t_start = time.perf_counter()
+    model = build_model(p, dtype)
+    params = count_parameters(model)
+    res = train(model, p.train_graphs, p.val_graphs, p.train_opts, seed=cfg.seed, dtype=dtype, device=p.device,
+                run_dir=rd, progress=progress)
+    if res.best_state is not None:
+        model.load_state_dict(res.best_state)
+    ev = evaluate_run(model, p.test_graphs, rd, dtype=dtype, device=p.device,
+                      batch_size=int(p.train_opts["eval_batch_size"]), seed=cfg.seed, mara=cfg.mara != "off",
+                      progress=progress)
+    wall = time.perf_counter() - t_start
+    metrics = {
+        "run_id": cfg.run_id(), "config_hash": cfg.config_hash(), "backbone": cfg.backbone, "mara": cfg.mara,
+        "dataset": cfg.dataset, "split": cfg.split, "preset": cfg.preset, "seed": cfg.seed, "dtype": cfg.dtype,
+        "parameters": params,
+        "n_frames": {"train": len(p.train_graphs), "val": len(p.val_graphs),
+                     **{k: len(v) for k, v in p.test_graphs.items()}},
+        "train": {"epochs": res.epochs, "best_epoch": res.best_epoch, "best_val_loss": res.best_val_loss,
+                  "train_time_s": res.train_time_s, "stopped": res.stopped, "final_lr": res.final_lr,
+                  "resumed_from_epoch": res.resumed_from_epoch},
+        **ev,
+    }
+    atomic_write_json(rd / "run_info.json", run_info(p.device, wall_time_s=wall, extra={
+        "resumed_from_epoch": res.resumed_from_epoch, "model_options": p.model_opts, "train_options": p.train_opts}))
+    atomic_write_json(rd / "metrics.json", metrics)
+    if progress or os.environ.get("MARA_BENCH_PRINT_SUMMARY", "1") == "1":
+        print(f"run {cfg.run_id()} -> {rd}")
+        print(summary_table(metrics))
+    return rd
+
+
+def remove_run(path: Path) -> None:
+    """Delete a run folder (used by tests and --force callers that want a clean slate)."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,168 @@
+"""Evaluation of a trained model: every test set of the dataset, a randomly rotated copy of the test set
+("test_rotated"), the equivariance error of a float64 copy of the model, MARA gates. Writes predictions.npz and
+gates.npz; returns the metrics dict that the pipeline puts into metrics.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .atomic import atomic_write_bytes
+from .graph import FrameGraph, collate
+from .metrics import all_metrics
+
+MAX_GATE_EDGES = 500_000  # per MARA block, seeded subsample beyond this
+SYMMETRY_FRAMES = 8
+SYMMETRY_ROTATIONS = 4
+
+
+def predict(model: torch.nn.Module, graphs: list[FrameGraph], batch_size: int, dtype: torch.dtype, device,
+            gates: list | None = None, desc: str = "predict", progress: bool = False) -> dict[str, Any]:
+    """Run ``model`` on ``graphs``; arrays in eV, eV/Å (float64). Appends per-batch gate records to ``gates``."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    has_f = all(g.forces is not None for g in graphs)
+    has_e = all(g.energy is not None for g in graphs)
+    e_pred, f_pred = [], []
+    for s in tqdm(range(0, len(graphs), batch_size), desc=desc, leave=False, disable=not progress):
+        batch = collate(graphs[s : s + batch_size], dtype=dtype).to(device)
+        out = model(batch, compute_forces=has_f, training=False)
+        e_pred.append(out["energy"].detach().double().cpu().numpy())
+        if has_f:
+            f_pred.append(out["forces"].detach().double().cpu().numpy())
+        if gates is not None:
+            ei = batch.edge_index.cpu().numpy()
+            r = batch.edge_vectors().detach().double().norm(dim=-1).cpu().numpy()
+            z = batch.numbers.cpu().numpy()
+            gates.append([(g.detach().double().reshape(-1).cpu().numpy(), r, z[ei[0]], z[ei[1]])
+                          for g in model.last_gates()])
+    counts = np.array([len(g.numbers) for g in graphs], dtype=np.int64)
+    return {
+        "energy_pred": np.concatenate(e_pred),
+        "energy_ref": np.array([g.energy for g in graphs], dtype=np.float64) if has_e else None,
+        "forces_pred": np.concatenate(f_pred) if has_f else None,
+        "forces_ref": np.concatenate([g.forces for g in graphs]).astype(np.float64) if has_f else None,
+        "ptr": np.concatenate([[0], np.cumsum(counts)]),
+        "numbers": np.concatenate([g.numbers for g in graphs]),
+        "frame_index": np.array([g.index for g in graphs], dtype=np.int64),
+    }
+
+
+def random_rotations(n: int, seed: int) -> np.ndarray:
+    """n proper rotation matrices, uniformly distributed (Haar), from a seeded generator."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.random(n, random_state=np.random.default_rng(seed)).as_matrix().reshape(n, 3, 3)
+
+
+def rotate_graph(g: FrameGraph, R: np.ndarray) -> FrameGraph:
+    """Rigidly rotate a structure (positions, cell, shifts, reference forces); the edges are unchanged."""
+    return replace(g, positions=g.positions @ R.T, shifts=g.shifts @ R.T, cell=g.cell @ R.T,
+                   forces=None if g.forces is None else g.forces @ R.T)
+
+
+def rotated_copy(graphs: list[FrameGraph], seed: int) -> list[FrameGraph]:
+    Rs = random_rotations(len(graphs), seed)
+    return [rotate_graph(g, R) for g, R in zip(graphs, Rs, strict=True)]
+
+
+def _own_equivariance_error(fn, batch, n_rotations: int, seed: int, reflection: bool) -> dict[str, float]:
+    """Fallback when mara_bench.symmetry is not available: max/mean |E(Qx) - E(x)| and |F(Qx) - Q F(x)|."""
+    ref = fn(batch)
+    e0, f0 = ref["energy"].detach(), ref["forces"].detach()
+    Qs = list(torch.as_tensor(random_rotations(n_rotations, seed), dtype=batch.positions.dtype))
+    if reflection:
+        Qs.append(-torch.eye(3, dtype=batch.positions.dtype) @ Qs[0])
+    de, df = [], []
+    for Q in Qs:
+        Q = Q.to(batch.positions.device)
+        b = batch.clone()
+        b.positions, b.shifts, b.cell = batch.positions @ Q.T, batch.shifts @ Q.T, batch.cell @ Q.mT
+        out = fn(b)
+        de.append((out["energy"].detach() - e0).abs())
+        df.append((out["forces"].detach() - f0 @ Q.T).abs())
+    de, df = torch.cat(de), torch.cat(df)
+    return {"energy_max_abs_eV": float(de.max()), "energy_mean_abs_eV": float(de.mean()),
+            "forces_max_abs_eV_A": float(df.max()), "forces_mean_abs_eV_A": float(df.mean())}
+
+
+def equivariance(model: torch.nn.Module, graphs: list[FrameGraph], seed: int, device) -> dict[str, Any]:
+    """Equivariance error of a float64 copy of ``model`` on a seeded subset of ``graphs``."""
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(graphs), size=min(SYMMETRY_FRAMES, len(graphs)), replace=False))
+    m64 = copy.deepcopy(model).to(torch.float64).eval()
+    batch = collate([graphs[i] for i in idx], dtype=torch.float64).to(device)
+
+    def fn(b):
+        return m64(b, compute_forces=True, training=False)
+
+    try:
+        from .symmetry import equivariance_error
+    except ImportError:
+        equivariance_error = _own_equivariance_error
+    res = equivariance_error(fn, batch, n_rotations=SYMMETRY_ROTATIONS, seed=seed, reflection=True)
+    out = dict(res) if isinstance(res, dict) else {"value": res}
+    out.update({"frames": [int(graphs[i].index) for i in idx], "n_rotations": SYMMETRY_ROTATIONS,
+                "reflection": True, "dtype": "float64"})
+    return out
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _gate_arrays(records: list, seed: int) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    if not records or not records[0]:
+        return out
+    rng = np.random.default_rng(seed)
+    for k in range(len(records[0])):
+        cols = [np.concatenate([rec[k][c] for rec in records]) for c in range(4)]
+        if len(cols[0]) > MAX_GATE_EDGES:
+            keep = np.sort(rng.choice(len(cols[0]), MAX_GATE_EDGES, replace=False))
+            cols = [c[keep] for c in cols]
+        for name, c in zip(("gate", "r", "z_sender", "z_receiver"), cols, strict=True):
+            out[f"block{k}_{name}"] = c.astype(np.float32 if name in ("gate", "r") else np.int16)
+    return out
+
+
+def evaluate_run(model: torch.nn.Module, test_graphs: dict[str, list[FrameGraph]], run_dir: Path, *,
+                 dtype: torch.dtype, device, batch_size: int, seed: int, mara: bool = False,
+                 progress: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Metrics for every test set (``test_graphs``: name -> graphs, "test" first) plus "test_rotated",
+    equivariance and, for MARA runs, gates. Writes predictions.npz (and gates.npz)."""
+    run_dir = Path(run_dir)
+    sets = dict(test_graphs)
+    if "test" in sets:
+        sets["test_rotated"] = rotated_copy(sets["test"], seed=seed + 7919)
+    results, arrays, gate_records = {}, {}, ([] if mara else None)
+    for name, graphs in sets.items():
+        if not graphs:
+            continue
+        pred = predict(model, graphs, batch_size, dtype, device, gates=gate_records if name == "test" else None,
+                       desc=f"eval {name}", progress=progress)
+        results[name] = all_metrics(pred)
+        for k, v in pred.items():
+            if v is not None:
+                arrays[f"{name}__{k}"] = v
+    arrays["sets"] = np.array(list(results))
+    _save_npz(run_dir / "predictions.npz", arrays)
+    out: dict[str, Any] = {"test_sets": results}
+    ref_set = "test" if "test" in sets else next(iter(sets))
+    if all(g.forces is not None for g in sets[ref_set]):
+        out["symmetry"] = equivariance(model, sets[ref_set], seed=seed, device=device)
+    if mara and gate_records:
+        _save_npz(run_dir / "gates.npz", _gate_arrays(gate_records, seed))
+        out["gates_file"] = "gates.npz"
+    return out

@@ -1,0 +1,262 @@
+"""The one training loop for every backbone.
+
+loss = w_E · mean_graphs((ΔE / n_atoms)²) + w_F · mean_components(ΔF²), with the per-preset weights and an
+optional stage two (``stage2_start`` · max_epochs onwards: stage-two weights). Optimizer adam / amsgrad / adamw,
+ReduceLROnPlateau on the validation loss, an exponential moving average of the weights (validation, the best
+model and the final evaluation use the EMA weights), gradient-norm clipping, early stopping and a wall-time
+limit. The data order comes from a seeded ``torch.Generator`` whose state is checkpointed with everything else
+after every epoch, so a run killed at any moment continues from its last finished epoch and ends with the same
+numbers as an uninterrupted run (tests/test_resume.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt
+from .atomic import atomic_write_text
+from .errors import UserError
+from .graph import FrameGraph, GraphBatch, collate
+
+LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_energy_mae_mev_per_atom", "val_force_mae_mev_A", "lr",
+               "epoch_time_s")
+OPTIMIZERS = ("adam", "amsgrad", "adamw")
+SCHEDULERS = ("plateau", "none")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    best_state: dict[str, torch.Tensor]
+    epochs: int
+    best_epoch: int
+    best_val_loss: float
+    train_time_s: float
+    stopped: str  # max_epochs | early_stopping | time_limit
+    final_lr: float
+    resumed_from_epoch: int = 0
+    log: list[list[float]] = field(default_factory=list)
+
+
+class EMA:
+    """Exponential moving average of parameters (buffers are copied), with the usual warm-up
+    decay_t = min(decay, (1 + t) / (10 + t))."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = float(decay)
+        self.model = copy.deepcopy(model)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        for pe, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            pe.mul_(d).add_(p.detach(), alpha=1.0 - d)
+        for be, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            be.copy_(b)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.model.load_state_dict(sd["model"])
+        self.updates = int(sd["updates"])
+
+
+def check_options(opts: dict[str, Any], where: str) -> None:
+    if opts["optimizer"] not in OPTIMIZERS:
+        raise UserError(f"{where}: train.optimizer '{opts['optimizer']}' unknown; choose from {', '.join(OPTIMIZERS)}")
+    if opts["scheduler"] not in SCHEDULERS:
+        raise UserError(f"{where}: train.scheduler '{opts['scheduler']}' unknown; choose from {', '.join(SCHEDULERS)}")
+    for key in ("batch_size", "max_epochs", "eval_batch_size"):
+        v = opts[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise UserError(f"{where}: train.{key} must be a positive integer, got {v!r}")
+    for key in ("lr", "energy_weight", "forces_weight"):
+        v = opts[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise UserError(f"{where}: train.{key} must be a number >= 0, got {v!r}")
+
+
+def make_optimizer(model: torch.nn.Module, o: dict[str, Any]) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"] or 0.0)
+    return torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"] or 0.0,
+                            amsgrad=o["optimizer"] == "amsgrad")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, o: dict[str, Any]):
+    if o["scheduler"] == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=o["scheduler_factor"],
+                                                          patience=o["scheduler_patience"])
+    return None
+
+
+def iter_batches(graphs: list[FrameGraph], order: list[int], batch_size: int, dtype, device):
+    for s in range(0, len(order), batch_size):
+        yield collate([graphs[i] for i in order[s : s + batch_size]], dtype=dtype).to(device)
+
+
+def loss_terms(out: dict[str, torch.Tensor], batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-atom energy MSE, force component MSE); a missing label gives a zero term."""
+    zero = out["energy"].sum() * 0.0
+    e_mse = zero
+    if batch.energy is not None:
+        e_mse = (((out["energy"] - batch.energy) / batch.num_atoms.to(out["energy"].dtype)) ** 2).mean()
+    f_mse = zero
+    if batch.forces is not None and "forces" in out:
+        f_mse = ((out["forces"] - batch.forces) ** 2).mean()
+    return e_mse, f_mse
+
+
+def validate(model, graphs, batch_size, dtype, device, we, wf) -> dict[str, float]:
+    """Weighted loss, energy MAE (meV/atom) and force MAE (meV/Å) on ``graphs`` (graph-/component-weighted)."""
+    model.eval()
+    n_g = n_c = 0
+    se = sf = ae = af = 0.0
+    for batch in iter_batches(graphs, list(range(len(graphs))), batch_size, dtype, device):
+        out = model(batch, compute_forces=batch.forces is not None, training=False)
+        if batch.energy is not None:
+            d = ((out["energy"].detach() - batch.energy) / batch.num_atoms.to(dtype)).double()
+            se += float((d**2).sum())
+            ae += float(d.abs().sum())
+            n_g += batch.num_graphs
+        if batch.forces is not None:
+            d = (out["forces"].detach() - batch.forces).double()
+            sf += float((d**2).sum())
+            af += float(d.abs().sum())
+            n_c += d.numel()
+    e_mse = se / n_g if n_g else 0.0
+    f_mse = sf / n_c if n_c else 0.0
+    return {"loss": we * e_mse + wf * f_mse, "energy_mae_mev_per_atom": 1000 * ae / n_g if n_g else math.nan,
+            "force_mae_mev_A": 1000 * af / n_c if n_c else math.nan}
+
+
+def _weights(o: dict[str, Any], epoch: int) -> tuple[float, float]:
+    s2 = o.get("stage2_start")
+    if s2 is not None and epoch >= int(math.ceil(float(s2) * o["max_epochs"])):
+        return float(o["stage2_energy_weight"]), float(o["stage2_forces_weight"])
+    return float(o["energy_weight"]), float(o["forces_weight"])
+
+
+def _write_log(path: Path, log: list[list[float]]) -> None:
+    lines = [",".join(LOG_COLUMNS)]
+    for row in log:
+        lines.append(",".join([str(int(row[0]))] + [f"{float(v):.8g}" for v in row[1:]]))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: list[FrameGraph], o: dict[str, Any],
+          *, seed: int, dtype: torch.dtype, device: str | torch.device, run_dir: Path,
+          progress: bool = True) -> TrainResult:
+    """Train ``model`` in place (resuming from ``run_dir/checkpoint.pt`` if present); return the best EMA state."""
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    ck_path, log_path = run_dir / ckpt.NAME, run_dir / "train_log.csv"
+    if not train_graphs or not val_graphs:
+        raise UserError(f"need training and validation frames, got {len(train_graphs)} and {len(val_graphs)}")
+    optimizer = make_optimizer(model, o)
+    scheduler = make_scheduler(optimizer, o)
+    ema = EMA(model, o["ema_decay"]) if o.get("ema_decay") else None
+    gen = torch.Generator().manual_seed(int(seed))
+    start, best_val, best_epoch, train_time, log, stopped = 0, math.inf, -1, 0.0, [], None
+    best_state = None
+    if ck_path.exists():
+        ck = ckpt.load(ck_path)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        if scheduler is not None and ck.get("scheduler") is not None:
+            scheduler.load_state_dict(ck["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
+        ckpt.set_rng_state(ck["rng"], gen)
+        start, best_val, best_epoch = int(ck["epoch"]), float(ck["best_val_loss"]), int(ck["best_epoch"])
+        train_time, log, stopped, best_state = float(ck["train_time_s"]), ck["log"], ck["stopped"], ck["best_state"]
+        if progress:
+            print(f"resuming from {ck_path} after epoch {start}")
+    resumed_from = start
+    eval_model = ema.model if ema is not None else model
+    n_epochs = int(o["max_epochs"])
+    epochs = tqdm(range(start, n_epochs), desc="epochs", disable=not progress or stopped is not None,
+                  initial=start, total=n_epochs, dynamic_ncols=True)
+    for epoch in epochs if stopped is None else []:
+        t0 = time.perf_counter()
+        we, wf = _weights(o, epoch)
+        model.train()
+        order = torch.randperm(len(train_graphs), generator=gen).tolist()
+        n_batches = math.ceil(len(order) / o["batch_size"])
+        bar = tqdm(iter_batches(train_graphs, order, o["batch_size"], dtype, device), total=n_batches,
+                   desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
+        total, count = 0.0, 0
+        for b, batch in enumerate(bar):
+            optimizer.zero_grad(set_to_none=True)
+            out = model(batch, compute_forces=batch.forces is not None, training=True)
+            e_mse, f_mse = loss_terms(out, batch)
+            loss = we * e_mse + wf * f_mse
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training loss became {float(loss.detach())} at epoch {epoch + 1}, batch {b + 1} (lr "
+                    f"{optimizer.param_groups[0]['lr']:.3g}); the last good checkpoint is kept in '{ck_path}'; "
+                    "lower train.lr (--set train.lr=...) or use --dtype float64")
+            loss.backward()
+            if o.get("grad_clip"):
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(o["grad_clip"]))
+            optimizer.step()
+            if ema is not None:
+                ema.update(model)
+            total += float(loss.detach()) * batch.num_graphs
+            count += batch.num_graphs
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+        val = validate(eval_model, val_graphs, o["eval_batch_size"], dtype, device, we, wf)
+        if not math.isfinite(val["loss"]):
+            raise TrainingDiverged(f"validation loss became {val['loss']} after epoch {epoch + 1}; the last good "
+                                   f"checkpoint is kept in '{ck_path}'; lower train.lr or use --dtype float64")
+        if scheduler is not None:
+            scheduler.step(val["loss"])
+        if val["loss"] < best_val:
+            best_val, best_epoch, best_state = val["loss"], epoch + 1, _clone_state(eval_model)
+        dt = time.perf_counter() - t0
+        train_time += dt
+        lr = float(optimizer.param_groups[0]["lr"])
+        log.append([epoch + 1, total / count, val["loss"], val["energy_mae_mev_per_atom"], val["force_mae_mev_A"],
+                    lr, dt])
+        epochs.set_postfix(train=f"{total / count:.4g}", val=f"{val['loss']:.4g}",
+                           F_mae=f"{val['force_mae_mev_A']:.1f}")
+        patience = o.get("early_stopping_patience")
+        if epoch + 1 >= n_epochs:
+            stopped = "max_epochs"
+        elif patience is not None and epoch + 1 - best_epoch >= int(patience):
+            stopped = "early_stopping"
+        elif o.get("time_limit_s") is not None and train_time >= float(o["time_limit_s"]):
+            stopped = "time_limit"
+        _write_log(log_path, log)
+        ckpt.save(ck_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                  scheduler=None if scheduler is None else scheduler.state_dict(),
+                  ema=None if ema is None else ema.state_dict(), rng=ckpt.rng_state(gen), epoch=epoch + 1,
+                  best_val_loss=best_val, best_epoch=best_epoch, best_state=best_state, train_time_s=train_time,
+                  log=log, stopped=stopped)
+        if stopped is not None:
+            break
+    epochs.close()
+    return TrainResult(best_state=best_state, epochs=int(log[-1][0]) if log else 0, best_epoch=best_epoch,
+                       best_val_loss=best_val, train_time_s=train_time, stopped=stopped or "max_epochs",
+                       final_lr=float(optimizer.param_groups[0]["lr"]), resumed_from_epoch=resumed_from, log=log)
