@@ -1,0 +1,261 @@
+"""Timing: the clock, statistics, peak memory, results schema, interleaved sweep, CLI errors, plot, CUDA paths."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from mara_bench import timing
+from mara_bench.backbone import Backbone
+from mara_bench.model import EnergyModel
+from mara_bench.registry import BACKBONE_GROUP, register, unregister
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA path: torch.cuda.is_available() is False here")
+
+
+class PairModel(EnergyModel):
+    """A small real pair-potential network (test-only backbone), optionally with a per-edge gate."""
+
+    def __init__(self, variant: str, dtype, r_max=4.0, width=8, fail_above=None):
+        super().__init__()
+        self.r_max, self.fail_above = r_max, fail_above
+        self.embed = torch.nn.Embedding(119, width)
+        self.radial = torch.nn.Linear(8, width)
+        self.gate = torch.nn.Linear(width, 1) if variant != "off" else None
+        self.out = torch.nn.Linear(width, 1)
+        self.to(dtype)
+
+    def forward(self, batch, compute_forces=True, training=False):
+        if self.fail_above and batch.positions.shape[0] > self.fail_above:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (test)")
+        pos = batch.positions.detach().requires_grad_(True)
+        vec = batch.edge_vectors(pos)
+        r = vec.norm(dim=-1, keepdim=True)
+        k = torch.arange(1, 9, device=r.device, dtype=r.dtype)
+        m = self.radial(torch.sin(k * torch.pi * r / self.r_max) / r) * self.embed(batch.numbers)[batch.edge_index[0]]
+        if self.gate is not None:
+            m = m + torch.sigmoid(self.gate(m)) * m
+        h = torch.zeros(pos.shape[0], m.shape[1], dtype=m.dtype, device=m.device).index_add(0, batch.edge_index[1], m)
+        e_at = self.out(torch.tanh(h)).squeeze(-1)
+        energy = torch.zeros(batch.num_graphs, dtype=e_at.dtype, device=e_at.device).index_add(0, batch.batch, e_at)
+        (g,) = torch.autograd.grad(energy.sum(), pos, create_graph=training)
+        return {"energy": energy, "forces": -g}
+
+
+class PairBackbone(Backbone):
+    name = "pairtest"
+    description = "test-only pair network"
+    presets = {p: {"model": {"r_max": 4.0, "width": w}, "train": {}} for p, w in (("smoke", 4), ("quick", 8),
+                                                                                 ("paper", 16))}
+
+    def build(self, model_options, stats, mara, dtype=torch.float32):
+        assert stats.elements == [1, 6] and stats.avg_num_neighbors > 0
+        return PairModel(mara.variant, dtype, **model_options)
+
+
+class FailingBackbone(PairBackbone):
+    name = "pairfail"
+
+    def build(self, model_options, stats, mara, dtype=torch.float32):
+        return PairModel(mara.variant, dtype, fail_above=50, **model_options)
+
+
+@pytest.fixture(autouse=True)
+def pair_backbones():
+    register(BACKBONE_GROUP, "pairtest", PairBackbone)
+    register(BACKBONE_GROUP, "pairfail", FailingBackbone)
+    yield
+    unregister(BACKBONE_GROUP, "pairtest")
+    unregister(BACKBONE_GROUP, "pairfail")
+
+
+def small_sweep(**kw):
+    from mara_bench.timing_sweep import SweepSettings, run_sweep
+
+    s = SweepSettings(**{"backbone": "pairtest", "sizes": (12, 60), "repeats": 3, "warmup": 1,
+                         "molecule": "ase:C6H6", **kw})
+    return run_sweep(s, command="test", progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ clock / stats
+
+
+def test_timer_measures_sleep_within_10_percent():
+    ms = timing.measure(lambda: time.sleep(0.05), repeats=5, warmup=1)
+    assert len(ms) == 5
+    med = timing.summarize(ms)["median_ms"]
+    assert 45.0 <= med <= 55.0, med
+
+
+def test_summary_matches_numpy_quantiles():
+    xs = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
+    s = timing.summarize(xs)
+    assert s["median_ms"] == pytest.approx(np.median(xs))
+    assert s["q25_ms"] == pytest.approx(np.quantile(xs, 0.25))
+    assert s["iqr_ms"] == pytest.approx(np.quantile(xs, 0.75) - np.quantile(xs, 0.25))
+    tp = timing.throughput(10.0, 1000)  # 100 steps/s
+    assert tp["atoms_steps_per_s"] == pytest.approx(1e5)
+    assert tp["ns_per_day"] == pytest.approx(100 * 0.5e-6 * 86400)
+
+
+def test_cpu_peak_memory_sees_an_allocation():
+    def alloc():
+        a = np.ones(50 * 2**20 // 8)  # 50 MiB, touched
+        return a.sum()
+
+    peak, delta, kind = timing.peak_memory_of(alloc, "cpu")
+    assert peak > 0
+    if kind == "cpu_rss_peak":
+        assert 45 <= delta <= 500, delta
+
+
+def test_oom_classification():
+    assert timing.is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert timing.is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate memory"))
+    assert timing.is_oom(MemoryError())
+    assert not timing.is_oom(RuntimeError("shape mismatch"))
+
+
+# ------------------------------------------------------------------------------------------------ sweep + schema
+
+
+def test_sweep_rows_schema_and_paired_ratios(tmp_path):
+    res = small_sweep()
+    assert timing.validate_timing(res) == []
+    rows = res["rows"]
+    assert len(rows) == 2 * 3 * 2  # sizes × variants × modes
+    assert {r["n_atoms"] for r in rows} == {12, 60}  # C6H6 copies
+    for r in rows:
+        assert r["status"] == "ok" and r["repeats"] == 3 and len(r["times_ms"]) == 3
+        assert r["q25_ms"] <= r["median_ms"] <= r["q75_ms"]
+        if r["variant"] == "off":
+            assert r["overhead_vs_off"] == pytest.approx(1.0)
+        else:
+            assert r["overhead_vs_off"] > 0
+        assert (r["ns_per_day"] is None) == (r["mode"] == "train")
+        assert r["peak_mem_mb"] > 0
+    j, c = timing.write_results(res, tmp_path, "stamp")
+    again = json.loads(j.read_text())
+    assert timing.validate_timing(again) == []
+    lines = c.read_text().splitlines()
+    assert len(lines) == 1 + len(rows) and lines[0].startswith("backbone,preset,variant,mode")
+    assert "times_ms" not in lines[0]
+    assert not list(tmp_path.glob(".*tmp"))  # atomic: no temp files left
+
+
+def test_validator_rejects_broken_results():
+    res = small_sweep(sizes=(12,), variants=("off",), modes=("inference",))
+    assert timing.validate_timing(res) == []
+    bad = copy.deepcopy(res)
+    del bad["rows"][0]["median_ms"]
+    assert any("median_ms" in e for e in timing.validate_timing(bad))
+    bad = copy.deepcopy(res)
+    bad["rows"][0]["n_atoms"] = "12"
+    assert any("n_atoms" in e for e in timing.validate_timing(bad))
+    bad = copy.deepcopy(res)
+    bad["rows"][0]["mode"] = "predict"
+    assert timing.validate_timing(bad)
+    bad = copy.deepcopy(res)
+    bad["rows"][0]["times_ms"] = [1.0]
+    assert any("times_ms" in e for e in timing.validate_timing(bad))
+    bad = copy.deepcopy(res)
+    del bad["environment"]
+    with pytest.raises(ValueError, match="environment"):
+        timing.check_timing(bad)
+    with pytest.raises(ValueError):
+        timing.write_results(bad, "/nonexistent-never-written", "x")
+
+
+def test_oom_size_is_skipped_with_a_note():
+    res = small_sweep(backbone="pairfail", sizes=(12, 120), variants=("off", "paper"))
+    assert timing.validate_timing(res) == []
+    small = [r for r in res["rows"] if r["n_atoms"] == 12]
+    big = [r for r in res["rows"] if r["n_atoms"] == 120]
+    assert all(r["status"] == "ok" for r in small)
+    assert big and all(r["status"] == "skipped" and "out of memory" in r["note"] for r in big)
+    assert all(r["median_ms"] is None for r in big)
+    assert "skipped" in timing.format_table(res["rows"])
+
+
+def test_plot_timing_writes_png(tmp_path):
+    res = small_sweep(variants=("off", "control"))
+    _, c = timing.write_results(res, tmp_path, "p")
+    png = timing.plot_timing(c, tmp_path / "t.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import pandas as pd
+
+    timing.plot_timing(pd.DataFrame(res["rows"]), tmp_path / "t2.png")
+    assert (tmp_path / "t2.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_in_process_writes_results(tmp_path, capsys):
+    from mara_bench.cli import main
+
+    rc = main(["time", "--backbone", "pairtest", "--mara", "off,on", "--preset", "smoke", "--sizes", "12,24",
+               "--repeats", "2", "--warmup", "1", "--molecule", "ase:C6H6", "--output-dir", str(tmp_path),
+               "--threads", "1", "--quiet", "--plot"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "paper" in out and "median ms" in out
+    js = list(tmp_path.glob("*.json"))
+    assert len(js) == 1 and js[0].with_suffix(".csv").exists() and js[0].with_suffix(".png").exists()
+    res = json.loads(js[0].read_text())
+    assert timing.validate_timing(res) == []
+    assert res["settings"]["variants"] == ["off", "paper"] and res["environment"]["threads"] == 1
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--mara", "off,bogus"], "unknown --mara value 'bogus'"),
+    (["--sizes", "20,abc"], "bad --sizes entry 'abc'"),
+    (["--sizes", "0"], "sizes must be >= 1"),
+    (["--sizes", ","], "empty --sizes list"),
+    (["--backbone", "mcae"], "did you mean 'mace'"),
+    (["--modes", "infer"], "unknown --modes value"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+])
+def test_cli_bad_input_exit_2_one_line(capsys, args, needle):
+    from mara_bench.cli import main
+
+    assert main(["time", *args, "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mara_bench time: error:"), lines
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of --device cuda on a CPU-only machine")
+def test_cli_cuda_without_gpu_is_refused(cli):
+    p = cli("time", "--device", "cuda", "--quiet", timeout=120)  # a real process: checks the exit status
+    assert p.returncode == 2 and "CUDA is not available" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------ CUDA paths
+
+
+@CUDA
+def test_cuda_timer_measures_gpu_sleep():
+    cycles = int(torch.cuda.get_device_properties(0).clock_rate * 1e3 * 0.02)  # ~20 ms
+    ms = timing.measure(lambda: torch.cuda._sleep(cycles), repeats=3, warmup=1, device="cuda")
+    assert all(m > 5 for m in ms)
+
+
+@CUDA
+def test_cuda_peak_memory_sees_an_allocation():
+    peak, delta, kind = timing.peak_memory_of(lambda: torch.empty(64 * 2**20, dtype=torch.uint8, device="cuda"),
+                                              "cuda")
+    assert kind == "cuda_max_allocated" and delta >= 63.9 and peak >= delta
+
+
+@CUDA
+def test_cuda_sweep_and_compile():
+    res = small_sweep(device="cuda", sizes=(12,), variants=("off", "paper"))
+    assert timing.validate_timing(res) == [] and all(r["status"] == "ok" for r in res["rows"])
+    assert all(r["peak_mem_kind"] == "cuda_max_allocated" for r in res["rows"])
+    res = small_sweep(device="cuda", sizes=(12,), variants=("off",), compile=True)
+    assert all(r["compile_s"] is not None and r["compile_s"] > 0 for r in res["rows"])
