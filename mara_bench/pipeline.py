@@ -7,9 +7,9 @@ Everything that can be wrong with the input (backbone, preset, overrides, datase
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +70,10 @@ def prepare(cfg) -> Prepared:
 
     cfg.validate()
     cls = registry.get_backbone(cfg.backbone)
+    missing = [m for m in getattr(cls, "requires", ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"backbone '{cfg.backbone}' needs the package(s) {', '.join(missing)}, which are not "
+                        "installed; see README, Install")
     preset = cls.preset(cfg.preset)
     where = f"backbone '{cfg.backbone}' preset '{cfg.preset}'"
     model_opts = apply_overrides(preset["model"], cfg.overrides, "model", where)
@@ -197,12 +201,6 @@ def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
     atomic_write_json(rd / "run_info.json", run_info(p.device, wall_time_s=wall, extra={
         "resumed_from_epoch": res.resumed_from_epoch, "model_options": p.model_opts, "train_options": p.train_opts}))
     atomic_write_json(rd / "metrics.json", metrics)
-    if progress or os.environ.get("MARA_BENCH_PRINT_SUMMARY", "1") == "1":
-        print(f"run {cfg.run_id()} -> {rd}")
-        print(summary_table(metrics))
+    print(f"run {cfg.run_id()} -> {rd}")
+    print(summary_table(metrics))
     return rd
-
-
-def remove_run(path: Path) -> None:
-    """Delete a run folder (used by tests and --force callers that want a clean slate)."""
-    shutil.rmtree(path, ignore_errors=True)

@@ -61,26 +61,36 @@ class StructureErrors:
         offs = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         return self.atom_err[offs + np.arange(int(counts.sum()))]
 
-    def metric(self, name: str, idx: np.ndarray | None = None) -> float:
+    def metrics(self, names: Sequence[str], idx: np.ndarray | None = None) -> dict[str, float]:
+        """The named metrics on the structures ``idx`` (all when None); nan where the labels are missing."""
         if idx is None:
             idx = np.arange(self.n_structures)
-        if name.startswith("energy"):
-            return float("nan") if self.e_abs_per_atom is None else float(self.e_abs_per_atom[idx].mean())
-        if self.atom_err is None:
-            return float("nan")
+        out: dict[str, float] = {}
+        atoms = None
         n_comp = 3.0 * np.diff(self.ptr)[idx].sum()
-        if name == "force_mae_mev_A":
-            return float(self.f_abs_sum[idx].sum() / n_comp)
-        if name == "force_rmse_mev_A":
-            return float(np.sqrt(self.f_sq_sum[idx].sum() / n_comp))
-        a = self._atoms(idx)
-        if name == "force_err_p99_mev_A":
-            return float(np.percentile(a, 99))
-        if name == "force_err_max_mev_A":
-            return float(a.max())
-        if name == "force_err_cvar1_mev_A":
-            return cvar(a, 0.01)
-        raise KeyError(name)
+        for name in names:
+            if name.startswith("energy"):
+                out[name] = float("nan") if self.e_abs_per_atom is None else float(self.e_abs_per_atom[idx].mean())
+                continue
+            if self.atom_err is None:
+                out[name] = float("nan")
+            elif name == "force_mae_mev_A":
+                out[name] = float(self.f_abs_sum[idx].sum() / n_comp)
+            elif name == "force_rmse_mev_A":
+                out[name] = float(np.sqrt(self.f_sq_sum[idx].sum() / n_comp))
+            else:
+                atoms = self._atoms(idx) if atoms is None else atoms
+                if name == "force_err_p99_mev_A":
+                    out[name] = float(np.percentile(atoms, 99))
+                elif name == "force_err_max_mev_A":
+                    out[name] = float(atoms.max())
+                elif name == "force_err_cvar1_mev_A":
+                    out[name] = cvar(atoms, 0.01)
+                elif name == "force_err_mean_mev_A":
+                    out[name] = float(atoms.mean())
+                else:
+                    raise KeyError(f"no bootstrap rule for metric '{name}'")
+        return out
 
 
 def paired_bootstrap(base: Sequence[StructureErrors], other: Sequence[StructureErrors],
@@ -95,16 +105,23 @@ def paired_bootstrap(base: Sequence[StructureErrors], other: Sequence[StructureE
         raise ValueError("paired runs must have the same test structures")
     rng = np.random.default_rng(seed)
     samples = [rng.integers(0, n, size=n) for _ in range(n_boot)]
+    metrics = list(metrics)
+    b0 = [r.metrics(metrics) for r in base]
+    o0 = [r.metrics(metrics) for r in other]
+    boots = {m: np.empty(n_boot) for m in metrics}
+    for k, s in enumerate(samples):
+        bs = [r.metrics(metrics, s) for r in base]
+        os_ = [r.metrics(metrics, s) for r in other]
+        for m in metrics:
+            boots[m][k] = np.mean([o[m] - b[m] for b, o in zip(bs, os_, strict=True)])
     out = {}
     for m in metrics:
-        b0 = np.array([r.metric(m) for r in base])
-        o0 = np.array([r.metric(m) for r in other])
-        if np.isnan(b0).any() or np.isnan(o0).any():
+        bm = np.array([d[m] for d in b0])
+        om = np.array([d[m] for d in o0])
+        if np.isnan(bm).any() or np.isnan(om).any():
             continue
-        diff = float(np.mean(o0 - b0))
-        boots = np.array([np.mean([o.metric(m, s) - b.metric(m, s) for b, o in zip(base, other, strict=True)])
-                          for s in samples])
-        lo, hi = np.percentile(boots, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-        out[m] = {"diff": diff, "rel": diff / float(np.mean(b0)) if np.mean(b0) else float("nan"),
+        diff = float(np.mean(om - bm))
+        lo, hi = np.percentile(boots[m], [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+        out[m] = {"diff": diff, "rel": diff / float(np.mean(bm)) if np.mean(bm) else float("nan"),
                   "lo": float(lo), "hi": float(hi), "significant": bool(lo > 0 or hi < 0)}
     return out

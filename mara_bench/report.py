@@ -1,0 +1,190 @@
+"""Reports: summary.csv (pandas), report.md and a self-contained report.html (figures embedded as base64 PNG).
+
+Input: run folders, or folders that contain run folders (searched up to three levels deep). Figures: per-atom
+force-error CDFs on a log axis (variants overlaid), parity plots, tail bars (P99, CVaR-1 %, max), MARA gate
+histograms vs edge length, equivariance errors. A compare table (from :mod:`mara_bench.compare`) is included
+when given.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_write_bytes, atomic_write_text, read_json
+from .errors import UserError
+
+SUMMARY_METRICS = ("energy_mae_mev", "energy_rmse_mev", "energy_mae_mev_per_atom", "force_mae_mev_A",
+                   "force_rmse_mev_A", "force_err_mean_mev_A", "force_err_p50_mev_A", "force_err_p90_mev_A",
+                   "force_err_p95_mev_A", "force_err_p99_mev_A", "force_err_p99_9_mev_A", "force_err_max_mev_A",
+                   "force_err_cvar1_mev_A", "zero_force_mae_mev_A")
+SHOWN = ("group", "seed", "test_set", "energy_mae_mev", "force_mae_mev_A", "force_rmse_mev_A",
+         "force_err_p99_mev_A", "force_err_max_mev_A", "force_err_cvar1_mev_A", "events_5x_atom_fraction",
+         "equiv_forces_max_abs_eV_A")
+
+
+@dataclass
+class RunData:
+    path: Path
+    metrics: dict[str, Any]
+
+    @property
+    def group(self) -> str:
+        m = self.metrics
+        return f"{m.get('backbone')}/{m.get('mara')}"
+
+    @cached_property
+    def predictions(self):
+        f = self.path / "predictions.npz"
+        return dict(np.load(f)) if f.exists() else None
+
+    @cached_property
+    def gates(self):
+        f = self.path / "gates.npz"
+        return np.load(f) if f.exists() else None
+
+
+def find_runs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+    """(finished run folders, unfinished run folders) under ``paths``."""
+    done, unfinished = [], []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UserError(f"'{p}' does not exist; pass run folders or a results folder")
+        cands = [p] if (p / "config.json").exists() else sorted(
+            c.parent for depth in ("*/", "*/*/", "*/*/*/") for c in p.glob(depth + "config.json"))
+        for c in cands:
+            (done if (c / "metrics.json").exists() else unfinished).append(c)
+    seen, out = set(), []
+    for c in done:
+        if c.resolve() not in seen:
+            seen.add(c.resolve())
+            out.append(c)
+    return out, unfinished
+
+
+def load_runs(run_dirs: list[Path]) -> list[RunData]:
+    return [RunData(Path(d), read_json(Path(d) / "metrics.json")) for d in run_dirs]
+
+
+def summary_frame(runs: list[RunData]):
+    import pandas as pd
+
+    rows = []
+    for r in runs:
+        m = r.metrics
+        sym = m.get("symmetry") or {}
+        for name, t in m.get("test_sets", {}).items():
+            row = {"run_id": m.get("run_id"), "backbone": m.get("backbone"), "mara": m.get("mara"),
+                   "group": r.group, "dataset": m.get("dataset"), "split": m.get("split"), "preset": m.get("preset"),
+                   "seed": m.get("seed"), "test_set": name, "n_structures": t.get("n_structures")}
+            row.update({k: t.get(k, math.nan) for k in SUMMARY_METRICS})
+            for key, ev in (t.get("events") or {}).items():
+                row[f"events_{key}_atom_fraction"] = ev["atom_fraction"]
+                row[f"events_{key}_structure_fraction"] = ev["structure_fraction"]
+            for k in ("energy_max_abs_eV", "energy_mean_abs_eV", "forces_max_abs_eV_A", "forces_mean_abs_eV_A"):
+                row[f"equiv_{k}"] = sym.get(k, math.nan)
+            row["parameters"] = (m.get("parameters") or {}).get("total")
+            row["mara_parameters"] = (m.get("parameters") or {}).get("mara")
+            row["train_time_s"] = (m.get("train") or {}).get("train_time_s")
+            row["epochs"] = (m.get("train") or {}).get("epochs")
+            row["path"] = str(r.path)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:.3g}" if abs(v) < 0.01 or abs(v) >= 1e5 else f"{v:.2f}"
+    return str(v)
+
+
+def markdown_table(df) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def html_table(df) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(row[c]))}</td>" for c in df.columns) + "</tr>"
+                   for _, row in df.iterrows())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+       "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
+       "text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}"
+       ".note{background:#f8f8e8;padding:.6em;border-left:4px solid #cc9}")
+
+
+def figures(runs: list[RunData], summary) -> dict[str, bytes]:
+    from . import report_plots as rp
+
+    sets = sorted(set(summary["test_set"]), key=lambda s: (s != "test", s)) if len(summary) else []
+    figs: dict[str, bytes | None] = {}
+    for s in sets:
+        figs[f"force_error_cdf_{s}"] = rp.force_error_cdf(runs, s)
+    figs["parity_test"] = rp.parity(runs, "test")
+    figs["tail_bars_test"] = rp.tail_bars(summary, "test")
+    figs["tail_bars_test_rotated"] = rp.tail_bars(summary, "test_rotated")
+    figs["gate_histograms"] = rp.gate_histograms(runs)
+    figs["equivariance"] = rp.equivariance_bars(summary)
+    return {k: v for k, v in figs.items() if v is not None}
+
+
+def write_report(run_dirs: list[Path], out_dir: str | os.PathLike, compare_md: str | None = None,
+                 compare_df=None, title: str = "mara_bench report", unfinished: list[Path] | None = None
+                 ) -> dict[str, Path]:
+    """Write summary.csv, report.md, report.html and figures/*.png into ``out_dir``."""
+    from .results import check_output_dir
+
+    out = check_output_dir(out_dir)
+    runs = load_runs(run_dirs)
+    if not runs:
+        raise UserError("no finished runs (folders with metrics.json) found; run 'mara_bench run' or 'compare' first")
+    summary = summary_frame(runs)
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    figs = figures(runs, summary)
+    for name, png in figs.items():
+        atomic_write_bytes(out / "figures" / f"{name}.png", png)
+    shown = summary[[c for c in SHOWN if c in summary]]
+    notes = [f"{len(runs)} finished runs; units: meV, meV/Å (equivariance: eV/Å, float64 copy of the model).",
+             "Per-atom force error = |F_pred − F_ref| (norm); CVaR 1 % = mean of the largest 1 % of those; "
+             "events_5x = fraction of atoms whose error exceeds 5 × the run's own component force MAE.",
+             "test_rotated = the test set, every structure randomly rotated; the component force MAE is not "
+             "rotation invariant, compare RMSE / percentiles / max for symmetry effects."]
+    if unfinished:
+        notes.append(f"{len(unfinished)} unfinished run folder(s) skipped: " + ", ".join(p.name for p in unfinished))
+    md = [f"# {title}", "", *[f"- {n}" for n in notes], ""]
+    if compare_md:
+        md += ["## Comparison", "", compare_md, ""]
+    md += ["## Runs", "", markdown_table(shown), ""]
+    md += ["## Figures", ""] + [f"![{k}](figures/{k}.png)" for k in figs]
+    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    body = [f"<h1>{html.escape(title)}</h1>", "<div class='note'><ul>"
+            + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul></div>"]
+    if compare_df is not None:
+        body += ["<h2>Comparison</h2>", html_table(compare_df)]
+        if compare_md:
+            rule = [ln for ln in compare_md.splitlines() if ln.startswith("Rule")]
+            body += [f"<p class='note'>{html.escape(r)}</p>" for r in rule]
+    body += ["<h2>Runs</h2>", html_table(shown), "<h2>Figures</h2>"]
+    for k, png in figs.items():
+        body.append(f"<h3>{html.escape(k)}</h3><img alt='{k}' src='data:image/png;base64,"
+                    f"{base64.b64encode(png).decode()}'>")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+    atomic_write_text(out / "report.html", page)
+    return {"summary": out / "summary.csv", "markdown": out / "report.md", "html": out / "report.html"}

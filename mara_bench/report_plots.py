@@ -1,0 +1,154 @@
+"""Report figures (matplotlib, Agg backend). Each function returns PNG bytes.
+
+``runs`` below are :class:`mara_bench.report.RunData` objects (metrics dict + lazily loaded predictions/gates).
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+import numpy as np
+
+MAX_POINTS = 20_000  # parity plots: seeded subsample
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _atom_err(pred, set_name: str) -> np.ndarray | None:
+    k = f"{set_name}__forces_pred"
+    if k not in pred:
+        return None
+    return np.linalg.norm(pred[k] - pred[f"{set_name}__forces_ref"], axis=-1) * 1000.0
+
+
+def force_error_cdf(runs, set_name: str = "test") -> bytes | None:
+    """Complementary CDF of the per-atom force error norm on a log x axis, one curve per group (seeds pooled)."""
+    groups: dict[str, list[np.ndarray]] = defaultdict(list)
+    for r in runs:
+        e = _atom_err(r.predictions, set_name) if r.predictions is not None else None
+        if e is not None:
+            groups[r.group].append(e)
+    if not groups:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, parts in sorted(groups.items()):
+        e = np.sort(np.concatenate(parts))
+        frac = np.arange(1, len(e) + 1) / len(e)
+        axes[0].plot(np.maximum(e, 1e-3), frac, label=f"{label} (n={len(parts)})")
+        axes[1].plot(np.maximum(e, 1e-3), 1 - frac + 1 / len(e), label=label)
+    axes[0].set(xscale="log", xlabel="per-atom force error |ΔF| (meV/Å)", ylabel="CDF", title=f"{set_name}: CDF")
+    axes[1].set(xscale="log", yscale="log", xlabel="per-atom force error |ΔF| (meV/Å)", ylabel="1 − CDF",
+                title=f"{set_name}: tail")
+    axes[0].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+    return _png(fig)
+
+
+def parity(runs, set_name: str = "test") -> bytes | None:
+    """Force and energy parity, first seed of each group."""
+    chosen = {}
+    for r in runs:
+        if r.predictions is not None and f"{set_name}__energy_pred" in r.predictions and r.group not in chosen:
+            chosen[r.group] = r
+    if not chosen:
+        return None
+    plt = _plt()
+    n = len(chosen)
+    fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 6.4), squeeze=False)
+    rng = np.random.default_rng(0)
+    for c, (label, r) in enumerate(sorted(chosen.items())):
+        p = r.predictions
+        ax = axes[0, c]
+        if f"{set_name}__forces_pred" in p:
+            fr, fp = p[f"{set_name}__forces_ref"].ravel(), p[f"{set_name}__forces_pred"].ravel()
+            if len(fr) > MAX_POINTS:
+                keep = rng.choice(len(fr), MAX_POINTS, replace=False)
+                fr, fp = fr[keep], fp[keep]
+            ax.scatter(fr, fp, s=2, alpha=0.4)
+            lim = [min(fr.min(), fp.min()), max(fr.max(), fp.max())]
+            ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set(title=f"{label}\nforces (eV/Å)", xlabel="reference", ylabel="predicted")
+        ax = axes[1, c]
+        er, ep = p[f"{set_name}__energy_ref"], p[f"{set_name}__energy_pred"]
+        ax.scatter(er, ep, s=4, alpha=0.5)
+        lim = [min(er.min(), ep.min()), max(er.max(), ep.max())]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set(title="energy (eV)", xlabel="reference", ylabel="predicted")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def tail_bars(summary, set_name: str = "test") -> bytes | None:
+    """P99, max and CVaR-1% of the per-atom force error, mean ± std over seeds per group."""
+    cols = ["force_err_p99_mev_A", "force_err_cvar1_mev_A", "force_err_max_mev_A"]
+    df = summary[summary["test_set"] == set_name]
+    if df.empty or not all(c in df for c in cols):
+        return None
+    g = df.groupby("group")[cols]
+    mean, std = g.mean(), g.std().fillna(0.0)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(mean)), 3.6))
+    x = np.arange(len(cols))
+    w = 0.8 / len(mean)
+    for k, label in enumerate(mean.index):
+        ax.bar(x + k * w, mean.loc[label], w, yerr=std.loc[label], label=label, capsize=2)
+    ax.set_xticks(x + 0.4 - w / 2, ["P99", "CVaR 1%", "max"])
+    ax.set(ylabel="per-atom force error (meV/Å)", title=f"{set_name}: force-error tail (mean ± std over seeds)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def gate_histograms(runs) -> bytes | None:
+    """MARA gates vs edge length (2-D histogram, all blocks pooled), first seed of each MARA group."""
+    chosen = {}
+    for r in runs:
+        if r.gates is not None and r.group not in chosen:
+            chosen[r.group] = r
+    if not chosen:
+        return None
+    plt = _plt()
+    n = len(chosen)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    for c, (label, r) in enumerate(sorted(chosen.items())):
+        blocks = sorted({k.split("_")[0] for k in r.gates.files})
+        g = np.concatenate([r.gates[f"{b}_gate"] for b in blocks])
+        d = np.concatenate([r.gates[f"{b}_r"] for b in blocks])
+        ax = axes[0, c]
+        h = ax.hist2d(d, g, bins=[40, 40], cmin=1, cmap="viridis")
+        fig.colorbar(h[3], ax=ax, label="edges")
+        ax.set(xlabel="edge length r (Å)", ylabel="gate α", title=f"{label} ({len(blocks)} blocks)")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def equivariance_bars(summary) -> bytes | None:
+    cols = [c for c in ("equiv_energy_max_abs_eV", "equiv_forces_max_abs_eV_A") if c in summary]
+    df = summary[summary["test_set"] == "test"].dropna(subset=cols) if cols else None
+    if df is None or df.empty:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 3.4), squeeze=False)
+    for ax, col in zip(axes[0], cols, strict=True):
+        labels = [f"{g} s{s}" for g, s in zip(df["group"], df["seed"], strict=True)]
+        ax.bar(range(len(df)), np.maximum(df[col].to_numpy(dtype=float), 1e-16))
+        ax.set_xticks(range(len(df)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set(yscale="log", title=col.replace("equiv_", "equivariance error: "))
+    fig.tight_layout()
+    return _png(fig)
