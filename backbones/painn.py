@@ -1,0 +1,46 @@
+"""PaiNN backbone (schnetpack 2.1.1, ``schnetpack.representation.PaiNN``), with MARA on its edge messages.
+
+Cheap to import: schnetpack is imported by :meth:`PaiNNBackbone.build` (see :mod:`.painn_mara` and the tiny
+import shim :mod:`._schnetpack_compat`). Where each preset value comes from is documented in docs/backbones.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from mara_bench.backbone import Backbone
+
+
+class PaiNNBackbone(Backbone):
+    name: ClassVar[str] = "painn"
+    description: ClassVar[str] = "PaiNN (Schütt et al. 2021) from schnetpack, equivariant scalar+vector messages"
+    requires: ClassVar[tuple[str, ...]] = ("schnetpack",)
+    mara_placement: ClassVar[str] = (
+        "every PaiNNInteraction: gates the per-edge scalar and vector messages (phi_s, phi_vs, phi_vv terms) "
+        "before the neighbour sum, via the message filter W_ij (messages are linear in it)")
+    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
+        "smoke": {
+            "model": {"r_max": 4.0, "n_atom_basis": 16, "n_interactions": 2, "n_rbf": 8},
+            "train": {"max_epochs": 2, "max_train_frames": 20, "max_val_frames": 10, "batch_size": 5},
+        },
+        "quick": {
+            "model": {"r_max": 5.0, "n_atom_basis": 64, "n_interactions": 3, "n_rbf": 20},
+            "train": {"max_epochs": 60, "batch_size": 5, "optimizer": "adam", "lr": 0.002,
+                      "scheduler_patience": 5, "max_val_frames": 50, "time_limit_s": 270},
+        },
+        # Schütt et al., ICML 2021 (architecture) + schnetpack 2.1.1 configs/experiment/rmd17.yaml (training);
+        # see docs/backbones.md for each value
+        "paper": {
+            "model": {"r_max": 5.0, "n_atom_basis": 128, "n_interactions": 3, "n_rbf": 20, "radial_basis": "bessel"},
+            "train": {"batch_size": 10, "max_train_frames": 950, "max_val_frames": 50, "max_epochs": 2000,
+                      "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.0,
+                      "energy_weight": 0.01, "forces_weight": 0.99,
+                      "scheduler": "plateau", "scheduler_patience": 75, "scheduler_factor": 0.5,
+                      "ema_decay": 0.995, "early_stopping_patience": 200, "grad_clip": None},
+        },
+    }
+
+    def build(self, model_options, stats, mara, dtype=None):
+        from .painn_mara import build_painn
+
+        return build_painn(model_options, stats, mara, dtype)
