@@ -28,17 +28,20 @@ def val_split(n: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fraction_split(n: int, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
-    """Deterministic train/val/test split of ``n`` frames by ``default_rng(seed).permutation(n)``; sorted."""
+    """Deterministic train/val(/test) split of ``n`` frames by ``default_rng(seed).permutation(n)``; each part
+    sorted (file order kept); every part gets at least one frame."""
+    parts = len(fractions)
+    if n < parts:
+        raise UserError(f"need at least {parts} frames to split into {'/'.join(['train', 'val', 'test'][:parts])}, "
+                        f"found {n}")
     perm = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, int(round(fractions[1] * n))) if n >= 3 else 0
-    n_test = max(1, int(round(fractions[2] * n))) if len(fractions) > 2 and n >= 3 else 0
-    if n < 3 and len(fractions) > 2:
-        raise UserError(f"need at least 3 frames to split into train/val/test, found {n}")
-    n_train = n - n_val - n_test
-    out = {"train": np.sort(perm[:n_train]), "val": np.sort(perm[n_train:n_train + n_val])}
-    if len(fractions) > 2:
-        out["test"] = np.sort(perm[n_train + n_val:])
-    return out
+    sizes = [max(1, int(round(f * n))) for f in fractions[1:]]
+    n_train = n - sum(sizes)
+    if n_train < 1:
+        raise UserError(f"too few frames ({n}) to split {fractions}")
+    bounds = np.cumsum([0, n_train] + sizes)
+    names = ["train", "val", "test"][:parts]
+    return {name: np.sort(perm[bounds[k]:bounds[k + 1]]) for k, name in enumerate(names)}
 
 
 class DatasetFamily:
@@ -100,6 +103,18 @@ class DatasetFamily:
         raise UserError(f"dataset file {relpath} not found (looked in {where}); set MARA_BENCH_DATA to a folder "
                         f"laid out like shared/datasets, or {how}")
 
+    def check_available(self, member: str, split: int, data_dir=None) -> None:
+        """UserError listing every missing file of ``member`` and how to get them (unless downloads are on)."""
+        missing = [f for f in self.required_files(member, split, data_dir) if not self.present(f, data_dir)]
+        if not missing or download_allowed():
+            return
+        urls = all(self.manifest.get("files", {}).get(f, {}).get("url") for f in missing)
+        how = (f"download with 'python -m mara_bench.data.download {self.name}:{member}' or set MARA_BENCH_DOWNLOAD=1"
+               if urls else "no public download location is known")
+        where = ", ".join(str(d) for d in search_dirs(data_dir))
+        raise UserError(f"dataset {self.name}:{member}: {len(missing)} file(s) not found ({', '.join(missing)}; looked "
+                        f"in {where}); set MARA_BENCH_DATA to a folder laid out like shared/datasets, or {how}")
+
     def present(self, relpath: str, data_dir=None) -> bool:
         return find_file(relpath, data_dir) is not None
 
@@ -111,6 +126,8 @@ class DatasetFamily:
             frames, _ = read_npz(path, require_forces=require_forces, **kw)
         else:
             frames, _ = read_extxyz(path, require_forces=require_forces, **kw)
+        if self.manifest.get("non_periodic"):
+            frames.pbc[:] = False
         return check_frames(frames, str(path), require_forces=require_forces)
 
     def isolated_atoms(self, data_dir=None) -> dict[int, float] | None:
@@ -136,6 +153,7 @@ class DatasetFamily:
             raise UserError(f"dataset '{self.name}' takes no '?key=value' options (those are for user files)")
         member = self.resolve_member(member)
         split = self.check_split(split)
+        self.check_available(member, split, data_dir)
         ds = self.load_member(member, split, data_dir)
         if test is not None:
             from .userfile import read_user_file

@@ -221,6 +221,9 @@ class DefaultFamily(DatasetFamily):
     def required_files(self, member=None, split=None, data_dir=None):
         return [f"{s}.xyz" for s in self.split_names]
 
+    def check_available(self, member, split, data_dir=None):
+        self._paths()
+
     def _paths(self) -> dict[str, Path]:
         paths = {s: self.folder / f"{s}.xyz" for s in self.split_names}
         missing = [str(p) for p in paths.values() if not p.is_file()]

@@ -85,6 +85,4 @@ def load_user_dataset(name: str, split: int = 1, test=None) -> Dataset:
 def _split(n: int, seed: int, fractions):
     from .base import fraction_split
 
-    if n < 2:
-        raise UserError(f"need at least 2 frames to make train and validation sets, found {n}")
     return fraction_split(n, seed, fractions)
