@@ -103,6 +103,10 @@ class DatasetFamily:
         raise UserError(f"dataset file {relpath} not found (looked in {where}); set MARA_BENCH_DATA to a folder "
                         f"laid out like shared/datasets, or {how}")
 
+    def download_files(self, member: str | None, split: int | None = None, data_dir=None) -> list[str]:
+        """Files ``python -m mara_bench.data.download`` fetches for ``member`` (default: the required ones)."""
+        return self.required_files(member, split, data_dir)
+
     def check_available(self, member: str, split: int, data_dir=None) -> None:
         """UserError listing every missing file of ``member`` and how to get them (unless downloads are on)."""
         missing = [f for f in self.required_files(member, split, data_dir) if not self.present(f, data_dir)]

@@ -157,7 +157,9 @@ def fetch(family: str, member: str | None = None, split: int | None = None, data
     from ..registry import get_dataset_family
 
     fam = get_dataset_family(family)()
-    rels = fam.required_files(member, split)
+    if not getattr(fam, "manifest", {}).get("files"):
+        raise UserError(f"dataset family '{family}' has nothing to download")
+    rels = fam.download_files(member, split, data_dir)
     return [ensure_file(fam.name, rel, data_dir, progress) for rel in rels]
 
 

@@ -67,6 +67,15 @@ class _ExtxyzFamily(DatasetFamily):
                 rels.append(self._pick(cands, data_dir) or self._download_choice(cands))
         return rels
 
+    def download_files(self, member, split=None, data_dir=None):
+        """Required files plus every optional test set (e.g. 3BPA test_1200K, test_dih)."""
+        member = self.resolve_member(member)
+        rels = self.required_files(member, split, data_dir)
+        for cands in self._test_sets(member).values():
+            if not any(c in rels for c in cands):
+                rels.append(self._pick(cands, data_dir) or self._download_choice(cands))
+        return rels
+
     def partial_state(self, member, data_dir, state):
         required = self.manifest.get("required_test_sets", ["test"])
         absent = [n for n, c in self._test_sets(member).items() if n not in required and not self._pick(c, data_dir)]
@@ -169,6 +178,9 @@ class MD22Family(DatasetFamily):
         member = self.resolve_member(member)
         info = self.manifest["members"][member]
         return [info["sample_file"] if self._use_sample(member, data_dir) else info["file"]]
+
+    def download_files(self, member, split=None, data_dir=None):
+        return [self.manifest["members"][self.resolve_member(member)]["file"]]
 
     def partial_state(self, member, data_dir, state):
         if self._use_sample(member, data_dir):
