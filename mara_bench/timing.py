@@ -16,7 +16,9 @@ Peak memory
   ``/proc/self/clear_refs`` (Linux). Where the reset is impossible the value is the process-lifetime peak and
   ``peak_mem_kind`` says ``cpu_rss_lifetime``.
 * ``peak_mem_delta_mb``: the peak minus what was in use just before the call (allocated CUDA memory, or RSS),
-  i.e. what the step itself needs on top of models, data and the Python process.
+  i.e. what the step itself needs on top of models, data and the Python process. On the CPU freed memory is
+  handed back first (``malloc_trim``), but memory the allocators keep can still be reused unseen, so the CPU
+  delta is a lower bound.
 """
 
 from __future__ import annotations
@@ -131,6 +133,24 @@ def peak_rss_mb() -> float:
 
 def current_rss_mb() -> float | None:
     return _proc_status_mb("VmRSS")
+
+
+def release_memory(device="cpu") -> None:
+    """Collect garbage and hand freed memory back (CUDA cache; glibc ``malloc_trim``) before a memory reading."""
+    import gc
+
+    gc.collect()
+    if is_cuda(device):
+        import torch
+
+        torch.cuda.empty_cache()
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def peak_memory_of(fn: Callable[[], Any], device="cpu") -> tuple[float, float | None, str]:

@@ -89,9 +89,8 @@ def load_molecule(spec: str = "default", data_dir: str | None = None) -> Molecul
         n = len(atoms[0])
         frames = [(a.numbers.astype(np.int64), a.positions.astype(np.float64)) for a in atoms if len(a) == n]
         return Molecule(spec, "file", frames)
-    try:
-        from .data import load_dataset  # the data layer (may not be installed in this version)
-    except ImportError:
+    load_dataset = _data_api("load_dataset")  # the data layer (may be missing in this version)
+    if load_dataset is None:
         if spec == "default":
             return _from_ase("C6H6")
         raise UserError(f"--molecule '{spec}': the dataset layer is not available; use ase:NAME or a file path") from None
@@ -132,17 +131,28 @@ class SyntheticStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _data_api(name: str):
+    """``mara_bench.data.<name>`` (or ``mara_bench.data.stats.<name>``); None while the data layer lacks it."""
+    import importlib
+
+    for mod in ("mara_bench.data", "mara_bench.data.stats"):
+        try:
+            obj = getattr(importlib.import_module(mod), name, None)
+        except ImportError:
+            continue
+        if obj is not None:
+            return obj
+    return None
+
+
 def synthetic_stats(mol: Molecule, graphs: list[FrameGraph]) -> Any:
     """Stats built from the molecule (elements, measured neighbour count; E0 = 0, unit scales)."""
     elements = sorted({int(z) for z in mol.frames[0][0]})
     avg = float(np.mean([g.edge_index.shape[1] / max(1, len(g.numbers)) for g in graphs]))
     values = {"elements": elements, "e0s": {z: 0.0 for z in elements}, "avg_num_neighbors": avg,
               "energy_per_atom_mean": 0.0, "energy_per_atom_std": 1.0, "force_rms": 1.0, "n_frames": len(graphs)}
-    try:
-        from .data.stats import DatasetStats
-    except ImportError:
-        return SyntheticStats(**values)
-    if dataclasses.is_dataclass(DatasetStats):
+    DatasetStats = _data_api("DatasetStats")
+    if DatasetStats is not None and dataclasses.is_dataclass(DatasetStats):
         names = {f.name for f in dataclasses.fields(DatasetStats)}
         try:
             return DatasetStats(**{k: v for k, v in values.items() if k in names})
@@ -153,14 +163,10 @@ def synthetic_stats(mol: Molecule, graphs: list[FrameGraph]) -> Any:
 
 def stats_for(mol: Molecule, graphs: list[FrameGraph], r_max: float) -> tuple[Any, str]:
     """(stats, kind): real dataset statistics where possible, else synthetic ones."""
-    if mol.dataset is not None:
-        try:
-            from .data.stats import compute_stats
-
-            meta = getattr(mol.dataset, "meta", {}) or {}
-            return compute_stats(mol.dataset.splits["train"], r_max, meta.get("isolated_atom_energies")), "dataset"
-        except ImportError:
-            pass
+    compute_stats = _data_api("compute_stats")
+    if mol.dataset is not None and compute_stats is not None:
+        meta = getattr(mol.dataset, "meta", {}) or {}
+        return compute_stats(mol.dataset.splits["train"], r_max, meta.get("isolated_atom_energies")), "dataset"
     return synthetic_stats(mol, graphs), "synthetic"
 
 
@@ -265,11 +271,9 @@ def _row(s: SweepSettings, variant: str, mode: str, size: int, batch: GraphBatch
 
 
 def _free(device: str) -> None:
-    import gc
+    from .timing import release_memory
 
-    gc.collect()
-    if str(device).startswith("cuda"):
-        torch.cuda.empty_cache()
+    release_memory(device)
 
 
 def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tuple[list[dict], str]:

@@ -1,0 +1,45 @@
+"""Shared helpers of the asv suite: which backbones, systems and models (built with mara_bench.timing_sweep)."""
+
+from __future__ import annotations
+
+import os
+
+VARIANTS = ["off", "paper", "control"]
+SIZES = [20, 200]  # target atoms: copies of the benchmark molecule, batched
+PRESET = os.environ.get("MARA_BENCH_ASV_PRESET", "smoke")
+MOLECULE = os.environ.get("MARA_BENCH_ASV_MOLECULE", "default")
+
+
+def backbones() -> list[str]:
+    return [b.strip() for b in os.environ.get("MARA_BENCH_ASV_BACKBONES", "mace,nequip,painn").split(",") if b.strip()]
+
+
+def threads() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("MARA_BENCH_ASV_THREADS", "1")))
+
+
+def model_and_batch(backbone: str, variant: str, size: int):
+    """(model, batch, optimizer, train options) or NotImplementedError when the backbone is unavailable here."""
+    import torch
+
+    from mara_bench.errors import UserError
+    from mara_bench.registry import get_backbone
+    from mara_bench.timing_sweep import build_model, load_molecule, make_batch, make_optimizer, stats_for
+
+    threads()
+    try:
+        cls = get_backbone(backbone)
+        preset = cls.preset(PRESET)
+    except (UserError, ImportError) as e:
+        raise NotImplementedError(f"backbone '{backbone}' unavailable: {e}") from None
+    r_max = float(preset["model"].get("r_max", 5.0))
+    mol = load_molecule(MOLECULE, os.environ.get("MARA_BENCH_DATA"))
+    batch, graphs = make_batch(mol, size, r_max, torch.float32)
+    stats, _ = stats_for(mol, graphs, r_max)
+    try:
+        model = build_model(backbone, PRESET, variant, stats, torch.float32, "cpu")
+    except (ImportError, UserError) as e:
+        raise NotImplementedError(f"backbone '{backbone}' cannot be built here: {e}") from None
+    return model, batch, make_optimizer(model, preset["train"]), preset["train"]
