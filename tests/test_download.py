@@ -128,3 +128,42 @@ def test_load_downloads_only_when_allowed(server, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="sha256 mismatch"):
         ensure_file("3bpa", needed[1])
     assert not target.exists() and not [p for p in target.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.skipif(not DATA or not Path(DATA).is_dir(), reason="MARA_BENCH_DATA is not set (builds from real files)")
+def test_rmd17_release_archive_layout(server, tmp_path, monkeypatch):
+    """A figshare-style rmd17.tar.bz2 (full npz + split CSVs) gives exactly the per-split frames."""
+    import io
+
+    from mara_bench.data import load_dataset
+    from mara_bench.data.download import fetch_archive
+
+    root, url = server
+    parts = [np.load(Path(DATA) / "rmd17" / f"rmd17_ethanol_{k}_01.npz") for k in ("train", "test")]
+    perm = np.random.default_rng(0).permutation(2000)  # rows of the 'full' file in a shuffled order
+    keys = ("coords", "energies", "forces", "old_indices", "old_energies", "old_forces")
+    stacked = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    full = {k: np.empty_like(v) for k, v in stacked.items()}
+    for k in keys:
+        full[k][perm] = stacked[k]
+    buf = io.BytesIO()
+    np.savez(buf, nuclear_charges=parts[0]["nuclear_charges"], **full)
+    with tarfile.open(root / "rmd17.tar.bz2", "w:bz2") as tf:
+        for name, data in (("rmd17/npz_data/rmd17_ethanol.npz", buf.getvalue()),
+                           ("rmd17/splits/index_train_01.csv", "\n".join(map(str, perm[:1000])).encode()),
+                           ("rmd17/splits/index_test_01.csv", "\n".join(map(str, perm[1000:])).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with pytest.warns(UserWarning, match="no sha256"):
+        files = fetch_archive("rmd17", progress=False, url=f"{url}/rmd17.tar.bz2")
+    assert len(files) == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    from_archive = load_dataset("rmd17:ethanol", split=1, data_dir=str(empty))
+    assert from_archive.meta["files"][0] == "rmd17/npz_data/rmd17_ethanol.npz"
+    reference = load_dataset("rmd17:ethanol", split=1)
+    for s in ("train", "val", "test"):
+        np.testing.assert_array_equal(from_archive[s].energy, reference[s].energy)
+        np.testing.assert_array_equal(from_archive[s].info["old_indices"], reference[s].info["old_indices"])
+    np.testing.assert_array_equal(from_archive["test"].info["source_index"], perm[1000:])  # rMD17 row index

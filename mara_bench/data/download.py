@@ -163,14 +163,42 @@ def fetch(family: str, member: str | None = None, split: int | None = None, data
     return [ensure_file(fam.name, rel, data_dir, progress) for rel in rels]
 
 
+def fetch_archive(family: str, progress: bool = True, url: str | None = None) -> list[Path]:
+    """Download the family's whole-release archive (manifest ``archive``; rMD17: figshare ``rmd17.tar.bz2``)
+    and extract every file into the cache (the archive's own top folder, e.g. ``rmd17/``, is kept)."""
+    entry = load_manifest(family).get("archive")
+    if not entry:
+        raise UserError(f"dataset family '{family}' has no release archive; use fetch('{family}', member)")
+    dest = download_dir()
+    tmp = _tmp_next_to(dest / f"{entry['name']}")
+    try:
+        got = _stream(url or entry["url"], tmp, progress)
+        if entry.get("sha256") and got != entry["sha256"]:
+            raise UserError(f"sha256 mismatch for {entry['name']}: expected {entry['sha256']}, got {got}; "
+                            "nothing was cached, try again")
+        if not entry.get("sha256"):
+            warnings.warn(f"{entry['name']}: the source publishes no sha256; downloaded archive has sha256 {got}",
+                          stacklevel=2)
+        return extract_archive(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m mara_bench.data.download", description=__doc__.split("\n\n")[0])
     p.add_argument("names", nargs="+", help="dataset names, e.g. rmd17:aspirin 3bpa acac md22:AT-AT")
     p.add_argument("--split", type=int, default=None, help="only this split (rmd17: 1..5)")
+    p.add_argument("--archive", action="store_true",
+                   help="download the family's whole release archive instead (rmd17: figshare rmd17.tar.bz2)")
     args = p.parse_args(argv)
     try:
+        if args.archive:
+            for name in args.names:
+                print(f"{name}: {len(fetch_archive(name.partition(':')[0]))} files extracted into {download_dir()}")
+            return 0
         for name in args.names:
             family, _, member = name.partition(":")
             for path in fetch(family, member or None, args.split):

@@ -18,23 +18,62 @@ from .locate import MANIFEST_DIR
 
 
 class RMD17Family(DatasetFamily):
-    """``rmd17:<molecule>``; split k = official split k: train file 1000 -> 950 train + 50 val; test file 1000."""
+    """``rmd17:<molecule>``; split k = official split k: train file 1000 -> 950 train + 50 val; test file 1000.
+
+    Reads the per-split npz files (andersx/rmd17-npz mirror, the layout of shared/datasets) or, when those are
+    absent, the extracted figshare archive: ``rmd17/npz_data/rmd17_<m>.npz`` + ``rmd17/splits/index_*_0k.csv``.
+    """
 
     name = "rmd17"
     n_val = 50
 
+    def _split_files(self, member, splits):
+        return [f"rmd17/rmd17_{member}_{kind}_{k:02d}.npz" for k in splits for kind in ("train", "test")]
+
+    def _archive_files(self, member, splits):
+        return [f"rmd17/npz_data/rmd17_{member}.npz"] + [f"rmd17/splits/index_{kind}_{k:02d}.csv"
+                                                          for k in splits for kind in ("train", "test")]
+
+    def _use_archive(self, member, splits, data_dir) -> bool:
+        per_split = self._split_files(member, splits)
+        return (not all(self.present(f, data_dir) for f in per_split)
+                and all(self.present(f, data_dir) for f in self._archive_files(member, splits)))
+
     def required_files(self, member, split=None, data_dir=None):
         member = self.resolve_member(member)
         splits = [split] if split else self.manifest["splits"]
-        return [f"rmd17/rmd17_{member}_{kind}_{k:02d}.npz" for k in splits for kind in ("train", "test")]
+        if self._use_archive(member, splits, data_dir):
+            return self._archive_files(member, splits)
+        return self._split_files(member, splits)
 
     def load_member(self, member, split, data_dir):
-        train_rel, test_rel = self.required_files(member, split)
         meta = self.base_meta(member)
-        meta["files"] = [train_rel, test_rel]
-        splits = self.with_val(self.read(train_rel, data_dir), self.n_val, split, meta)
-        splits["test"] = self.read(test_rel, data_dir)
+        if self._use_archive(member, [split], data_dir):
+            full_rel, train_csv, test_csv = self._archive_files(member, [split])
+            full = self.read(full_rel, data_dir)
+            rows = {kind: _read_index_csv(self.file(rel, data_dir), len(full))
+                    for kind, rel in (("train", train_csv), ("test", test_csv))}
+            train, test = full.subset(rows["train"]), full.subset(rows["test"])
+            meta["files"] = [full_rel, train_csv, test_csv]
+        else:
+            train_rel, test_rel = self._split_files(member, [split])
+            train, test = self.read(train_rel, data_dir), self.read(test_rel, data_dir)
+            meta["files"] = [train_rel, test_rel]
+        splits = self.with_val(train, self.n_val, split, meta)
+        splits["test"] = test
         return Dataset(f"rmd17:{member}", splits, meta)
+
+
+def _read_index_csv(path: Path, n_rows: int) -> np.ndarray:
+    """0-based row indices from an rMD17 split CSV (one integer per line; commas tolerated)."""
+    try:
+        idx = np.array(path.read_text().replace(",", " ").split(), dtype=np.int64)
+    except ValueError:
+        raise UserError(f"{path}: not a list of integer row indices; restore the file from the rMD17 archive") \
+            from None
+    if len(idx) == 0 or idx.min() < 0 or idx.max() >= n_rows:
+        raise UserError(f"{path}: row indices must lie in 0..{n_rows - 1}; the file does not match its npz")
+    return idx
 
 
 class _ExtxyzFamily(DatasetFamily):
