@@ -118,7 +118,7 @@ class _ExtxyzFamily(DatasetFamily):
     def partial_state(self, member, data_dir, state):
         required = self.manifest.get("required_test_sets", ["test"])
         absent = [n for n, c in self._test_sets(member).items() if n not in required and not self._pick(c, data_dir)]
-        return f"{state}; {', '.join(absent)} not local (downloadable)" if absent else None
+        return f"{state}; {', '.join(absent)} not local (downloadable)" if absent and "offline" in state else None
 
     def load_member(self, member, split, data_dir):
         meta = self.base_meta(member)
