@@ -197,7 +197,7 @@ def replica_seed(seed: int, temperature: float, k: int) -> int:
 def run_md(calc, start_frames, ref_frames, temperatures=(300.0,), steps: int = 1000, timestep_fs: float = 0.5,
            ensemble: str = "nvt", replicas: int = 1, seed: int = 0, out_dir: str | os.PathLike | None = None,
            criteria: FailureCriteria | None = None, progress: bool = True, write_every: int = 10,
-           meta: dict | None = None) -> dict[str, Any]:
+           friction_per_fs: float = 0.01, meta: dict | None = None) -> dict[str, Any]:
     """All replicas at all temperatures; replica k starts from ``start_frames[k % len]``.
 
     When ``out_dir`` is given, trajectories and ``md.json`` are written there. ``md.json`` keeps one section per
@@ -212,7 +212,7 @@ def run_md(calc, start_frames, ref_frames, temperatures=(300.0,), steps: int = 1
             start = start_frames[k % len(start_frames)]
             s = replica_seed(seed, T, k)
             traj = None if out_dir is None else Path(out_dir) / f"{ensemble}_T{int(round(T))}_r{k}.extxyz"
-            r = run_replica(calc, start, float(T), steps, timestep_fs, ensemble, s, traj_path=traj,
+            r = run_replica(calc, start, float(T), steps, timestep_fs, ensemble, s, friction_per_fs, traj_path=traj,
                             write_every=write_every, ref_frames=ref_frames, criteria=criteria,
                             progress=progress, desc=f"{ensemble} {T:g} K replica {k}")
             r["replica"] = k
@@ -220,7 +220,7 @@ def run_md(calc, start_frames, ref_frames, temperatures=(300.0,), steps: int = 1
             reps.append(r)
     section = {"settings": {"temperatures": [float(t) for t in temperatures], "steps": steps,
                             "timestep_fs": timestep_fs, "replicas": replicas, "seed": seed,
-                            "write_every": write_every, **(meta or {})},
+                            "write_every": write_every, "friction_per_fs": friction_per_fs, **(meta or {})},
                "criteria": criteria.as_dict(), "summary": summarize(reps), "replicas": reps}
     if out_dir is not None:
         f = Path(out_dir) / "md.json"

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
+from . import ddp
 from .atomic import atomic_write_text
 from .errors import UserError
 from .graph import FrameGraph, GraphBatch, collate
@@ -128,6 +129,7 @@ def validate(model, graphs, batch_size, dtype, device, we, wf) -> dict[str, floa
     model.eval()
     n_g = n_c = 0
     se = sf = ae = af = 0.0
+    graphs = [graphs[i] for i in ddp.shard(range(len(graphs)))]  # DDP: each rank validates a shard
     for batch in iter_batches(graphs, list(range(len(graphs))), batch_size, dtype, device):
         out = model(batch, compute_forces=batch.forces is not None, training=False)
         if batch.energy is not None:
@@ -140,6 +142,7 @@ def validate(model, graphs, batch_size, dtype, device, we, wf) -> dict[str, floa
             sf += float((d**2).sum())
             af += float(d.abs().sum())
             n_c += d.numel()
+    se, sf, ae, af, n_g, n_c = ddp.all_reduce_sum([se, sf, ae, af, n_g, n_c])
     e_mse = se / n_g if n_g else 0.0
     f_mse = sf / n_c if n_c else 0.0
     return {"loss": we * e_mse + wf * f_mse, "energy_mae_mev_per_atom": 1000 * ae / n_g if n_g else math.nan,
@@ -191,11 +194,12 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
         ckpt.set_rng_state(ck["rng"], gen)
         start, best_val, best_epoch = int(ck["epoch"]), float(ck["best_val_loss"]), int(ck["best_epoch"])
         train_time, log, stopped, best_state = float(ck["train_time_s"]), ck["log"], ck["stopped"], ck["best_state"]
-        if progress:
-            print(f"resuming from {ck_path} after epoch {start}")
+        if ddp.is_main():
+            print(f"resuming from {ck_path} after epoch {start}", flush=True)
     resumed_from = start
     eval_model = ema.model if ema is not None else model
     n_epochs = int(o["max_epochs"])
+    progress = progress and ddp.is_main()
     epochs = tqdm(range(start, n_epochs), desc="epochs", disable=not progress or stopped is not None,
                   initial=start, total=n_epochs, dynamic_ncols=True)
     for epoch in epochs if stopped is None else []:
@@ -204,28 +208,32 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
         model.train()
         order = torch.randperm(len(train_graphs), generator=gen).tolist()
         n_batches = math.ceil(len(order) / o["batch_size"])
-        bar = tqdm(iter_batches(train_graphs, order, o["batch_size"], dtype, device), total=n_batches,
+        bar = tqdm(ddp.batches(train_graphs, order, o["batch_size"], dtype, device), total=n_batches,
                    desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
         total, count = 0.0, 0
-        for b, batch in enumerate(bar):
+        for b, (batch, share) in enumerate(bar):  # share: this rank's fraction of the batch (1.0 without DDP)
             optimizer.zero_grad(set_to_none=True)
-            out = model(batch, compute_forces=batch.forces is not None, training=True)
-            e_mse, f_mse = loss_terms(out, batch)
-            loss = we * e_mse + wf * f_mse
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training loss became {float(loss.detach())} at epoch {epoch + 1}, batch {b + 1} (lr "
-                    f"{optimizer.param_groups[0]['lr']:.3g}); the last good checkpoint is kept in '{ck_path}'; "
-                    "lower train.lr (--set train.lr=...) or use --dtype float64")
-            loss.backward()
+            if batch is not None:
+                out = model(batch, compute_forces=batch.forces is not None, training=True)
+                e_mse, f_mse = loss_terms(out, batch)
+                loss = we * e_mse + wf * f_mse
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training loss became {float(loss.detach())} at epoch {epoch + 1}, batch {b + 1} (lr "
+                        f"{optimizer.param_groups[0]['lr']:.3g}); the last good checkpoint is kept in '{ck_path}'; "
+                        "lower train.lr (--set train.lr=...) or use --dtype float64")
+                loss.backward()
+            ddp.allreduce_gradients(model, share)
             if o.get("grad_clip"):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(o["grad_clip"]))
             optimizer.step()
             if ema is not None:
                 ema.update(model)
-            total += float(loss.detach()) * batch.num_graphs
-            count += batch.num_graphs
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+            if batch is not None:
+                total += float(loss.detach()) * batch.num_graphs
+                count += batch.num_graphs
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+        total, count = ddp.all_reduce_sum([total, count])
         val = validate(eval_model, val_graphs, o["eval_batch_size"], dtype, device, we, wf)
         if not math.isfinite(val["loss"]):
             raise TrainingDiverged(f"validation loss became {val['loss']} after epoch {epoch + 1}; the last good "
@@ -248,12 +256,14 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
             stopped = "early_stopping"
         elif o.get("time_limit_s") is not None and train_time >= float(o["time_limit_s"]):
             stopped = "time_limit"
-        _write_log(log_path, log)
-        ckpt.save(ck_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                  scheduler=None if scheduler is None else scheduler.state_dict(),
-                  ema=None if ema is None else ema.state_dict(), rng=ckpt.rng_state(gen), epoch=epoch + 1,
-                  best_val_loss=best_val, best_epoch=best_epoch, best_state=best_state, train_time_s=train_time,
-                  log=log, stopped=stopped)
+        if ddp.is_main():  # only rank 0 writes; the others wait so that a resume reads a complete checkpoint
+            _write_log(log_path, log)
+            ckpt.save(ck_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                      scheduler=None if scheduler is None else scheduler.state_dict(),
+                      ema=None if ema is None else ema.state_dict(), rng=ckpt.rng_state(gen), epoch=epoch + 1,
+                      best_val_loss=best_val, best_epoch=best_epoch, best_state=best_state, train_time_s=train_time,
+                      log=log, stopped=stopped)
+        ddp.barrier()
         if stopped is not None:
             break
     epochs.close()
