@@ -60,13 +60,14 @@ def isolated_nequip_state():
     the TorchScript fusion strategy, the tensor-sharing strategy, the dynamo flags and the environment variables
     nequip/lightning set. nequip's model builders need the "initialised" flag only, which stays set.
     """
-    import e3nn
-    from nequip.utils.global_state import set_global_state
-
+    # RNG states first: importing nequip (it imports lightning) draws from Python's global RNG
     dtype = torch.get_default_dtype()
     cpu_rng = torch.random.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     np_rng, py_rng = np.random.get_state(), random.getstate()
+    import e3nn
+    from nequip.utils.global_state import set_global_state
+
     e3nn_defaults = e3nn.get_optimization_defaults()
     fusion = torch.jit.set_fusion_strategy([("STATIC", 2), ("DYNAMIC", 10)])
     torch.jit.set_fusion_strategy(fusion)
@@ -172,6 +173,17 @@ class NequIPEnergyModel(EnergyModel):
         type_of_z = torch.full((119,), -1, dtype=torch.long)
         type_of_z[torch.as_tensor(self.elements)] = torch.arange(len(self.elements))
         self.register_buffer("type_of_z", type_of_z, persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """``.to(dtype)`` support: nequip modules cache their output dtype at build time; follow the parameters."""
+        out = super()._apply(fn, recurse)
+        dtype = next((p.dtype for p in self.nequip.parameters() if p.is_floating_point()), None)
+        if dtype is not None:
+            for m in self.nequip.modules():
+                for attr in ("_output_dtype", "model_dtype"):
+                    if isinstance(getattr(m, attr, None), torch.dtype):
+                        setattr(m, attr, dtype)
+        return out
 
     def atom_types(self, numbers: torch.Tensor) -> torch.Tensor:
         types = self.type_of_z[numbers]
