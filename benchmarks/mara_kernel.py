@@ -1,0 +1,104 @@
+"""Speed of the MARA ``paper`` gate: our batched [E, K, C] path vs the torch-harmonics ``AttentionS2`` reference.
+
+Importable (the asv suite wraps :func:`time_forward_backward` / :func:`compare`) and runnable::
+
+    .venv/bin/python benchmarks/mara_kernel.py --edges 2000 20000 --threads 2
+
+Both paths compute the same gates (tests/test_mara.py checks it); the timed work is forward + backward of
+``sum(gates)`` w.r.t. the messages, the edge vectors and all parameters, in float32 on the CPU by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from mara_bench.mara import MARA, ReferenceMARA
+
+
+def make_inputs(edges: int, message_dim: int, dtype=torch.float32, device="cpu", seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    m = torch.randn(edges, message_dim, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+    d = (torch.randn(edges, 3, generator=g, dtype=torch.float64) * 1.5).to(device=device, dtype=dtype)
+    return m.requires_grad_(True), d.requires_grad_(True)
+
+
+def build(message_dim: int, hidden: int = 32, grid=(4, 8), heads: int = 1, dtype=torch.float32, device="cpu",
+          attention_impl: str = "fused"):
+    """(our MARA, the ReferenceMARA sharing its weights)."""
+    torch.manual_seed(0)
+    mara = MARA(message_dim, "paper", hidden=hidden, grid=grid, heads=heads).to(device=device, dtype=dtype)
+    mara.attention_impl = attention_impl
+    return mara, ReferenceMARA(mara)
+
+
+def _once(fn, m, d) -> float:
+    for t in (m, d):
+        t.grad = None
+    if m.is_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn(m, d).sum().backward()
+    if m.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def time_forward_backward(fn, m, d, repeats: int = 7, warmup: int = 2) -> list[float]:
+    """Wall seconds of ``fn(m, d).sum().backward()`` per repeat (after ``warmup`` untimed calls)."""
+    for _ in range(warmup):
+        _once(fn, m, d)
+    return [_once(fn, m, d) for _ in range(repeats)]
+
+
+def compare(edges: int, message_dim: int = 128, hidden: int = 32, grid=(4, 8), heads: int = 1, repeats: int = 7,
+            dtype=torch.float32, device="cpu", attention_impl: str = "fused") -> dict:
+    """Median forward+backward seconds of ours and of the reference, and reference/ours.
+
+    The two paths alternate call by call so that a load change on a shared machine hits both alike."""
+    mara, ref = build(message_dim, hidden, grid, heads, dtype, device, attention_impl)
+    m, d = make_inputs(edges, message_dim, dtype, device)
+    fns = {"ours": mara.gates, "reference": ref}
+    for fn in fns.values():
+        _once(fn, m, d)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(_once(fn, m, d))
+    ours, theirs = statistics.median(times["ours"]), statistics.median(times["reference"])
+    return {"edges": edges, "message_dim": message_dim, "hidden": hidden, "grid": f"{grid[0]}x{grid[1]}",
+            "heads": heads, "attention_impl": attention_impl, "ours_s": ours, "reference_s": theirs,
+            "speedup": theirs / ours, "ratios": [b / a for a, b in zip(times["ours"], times["reference"], strict=True)]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--edges", type=int, nargs="+", default=[2000, 20000])
+    p.add_argument("--message-dim", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--grid", default="4x8")
+    p.add_argument("--heads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--impl", nargs="+", default=["fused"], choices=["fused", "matmul", "sdpa"])
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    grid = tuple(int(x) for x in a.grid.lower().split("x"))
+    dtype = getattr(torch, a.dtype)
+    print(f"torch {torch.__version__}, {a.device}, {torch.get_num_threads()} threads, {a.dtype}, D={a.message_dim}, "
+          f"C={a.hidden}, grid {a.grid}, heads {a.heads}, median of {a.repeats}")
+    for impl in a.impl:
+        for e in a.edges:
+            r = compare(e, a.message_dim, a.hidden, grid, a.heads, a.repeats, dtype, a.device, impl)
+            print(f"E={e:>7} impl={impl:<6} ours {r['ours_s'] * 1e3:9.2f} ms   AttentionS2 reference "
+                  f"{r['reference_s'] * 1e3:9.2f} ms   ratio {r['speedup']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
