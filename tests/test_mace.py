@@ -18,6 +18,7 @@ from mara_bench_backbones.mace_mara import EdgeVectorTap, MaraConvTP
 from mara_bench.backbone import MaraOptions
 from mara_bench.errors import UserError
 from mara_bench.graph import build_graph, collate
+from mara_bench.testing import BackboneTestKit
 
 F64 = torch.float64
 VARIANTS = ["off", "paper", "control"]
@@ -84,6 +85,12 @@ def symmetry_errors(model, batch, seed: int = 1) -> tuple[float, float]:
     de = (rot["energy"] - out["energy"]).abs().max().item()
     df = (rot["forces"] - out["forces"] @ R.T).abs().max().item()
     return de, df
+
+
+class TestMACEKit(BackboneTestKit):
+    """The shared backbone tests (finite differences, symmetry, batching, cutoff, dtypes, training, gates)."""
+
+    backbone = MACEBackbone
 
 
 # ---------------------------------------------------------------------------------------------- forces
@@ -193,17 +200,6 @@ def test_paper_variant_symmetry_error_is_measured():
     de, df = symmetry_errors(build("paper"), molecules())
     print(f"paper: max |dE| = {de:.3e} eV, max |dF| = {df:.3e} eV/A (random init, smoke size)")
     assert np.isfinite(de) and np.isfinite(df)
-
-
-def test_translation_invariance_all_variants():
-    for variant in VARIANTS:
-        model, batch = build(variant), molecules()
-        out = model(batch)
-        tb = batch.clone()
-        tb.positions = batch.positions + torch.tensor([1.7, -2.3, 0.4], dtype=F64)
-        moved = model(tb)
-        assert (moved["energy"] - out["energy"]).abs().max() < 1e-10
-        assert (moved["forces"] - out["forces"]).abs().max() < 1e-10
 
 
 # ---------------------------------------------------------------------------------------------- structure
