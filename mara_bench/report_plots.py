@@ -13,6 +13,12 @@ import numpy as np
 MAX_POINTS = 20_000  # parity plots: seeded subsample
 
 
+def _order(label: str):
+    """Sort groups backbone first, then off, paper, control."""
+    b, _, v = label.partition("/")
+    return (b, {"off": 0, "paper": 1, "control": 2}.get(v, 3), v)
+
+
 def _plt():
     import matplotlib
 
@@ -47,7 +53,7 @@ def force_error_cdf(runs, set_name: str = "test") -> bytes | None:
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, parts in sorted(groups.items()):
+    for label, parts in sorted(groups.items(), key=lambda kv: _order(kv[0])):
         e = np.sort(np.concatenate(parts))
         frac = np.arange(1, len(e) + 1) / len(e)
         axes[0].plot(np.maximum(e, 1e-3), frac, label=f"{label} (n={len(parts)})")
@@ -73,7 +79,7 @@ def parity(runs, set_name: str = "test") -> bytes | None:
     n = len(chosen)
     fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 6.4), squeeze=False)
     rng = np.random.default_rng(0)
-    for c, (label, r) in enumerate(sorted(chosen.items())):
+    for c, (label, r) in enumerate(sorted(chosen.items(), key=lambda kv: _order(kv[0]))):
         p = r.predictions
         ax = axes[0, c]
         if f"{set_name}__forces_pred" in p:
@@ -103,6 +109,8 @@ def tail_bars(summary, set_name: str = "test") -> bytes | None:
         return None
     g = df.groupby("group")[cols]
     mean, std = g.mean(), g.std().fillna(0.0)
+    keys = sorted(mean.index, key=_order)
+    mean, std = mean.loc[keys], std.loc[keys]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(mean)), 3.6))
     x = np.arange(len(cols))
@@ -126,7 +134,7 @@ def gate_histograms(runs) -> bytes | None:
     plt = _plt()
     n = len(chosen)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
-    for c, (label, r) in enumerate(sorted(chosen.items())):
+    for c, (label, r) in enumerate(sorted(chosen.items(), key=lambda kv: _order(kv[0]))):
         blocks = sorted({k.split("_")[0] for k in r.gates.files})
         g = np.concatenate([r.gates[f"{b}_gate"] for b in blocks])
         d = np.concatenate([r.gates[f"{b}_r"] for b in blocks])
