@@ -131,3 +131,66 @@ def test_plot_md(tmp_path):
     assert [p.name for p in out] == ["md_survival.png", "md_nve_energy.png"]
     assert all(p.stat().st_size > 1000 for p in out)
     assert md_summary(run)["nve"]["300"]["replicas"] == 1
+
+
+# ------------------------------------------------------------------ end to end: a trained run folder -> md CLI
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two real (tiny) trained runs through the pipeline: MARA off and the direction-dependent 'paper' gate."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import tiny_backbone
+
+    from mara_bench.config import RunConfig
+    from mara_bench.pipeline import run_config
+
+    tiny_backbone.register()
+    d = tmp_path_factory.mktemp("md_runs")
+    data = tiny_backbone.write_lj_extxyz(d / "lj.xyz", 40, seed=0)
+    out = {}
+    for mara in ("off", "paper"):
+        cfg = RunConfig(backbone="tiny", mara=mara, dataset=str(data), preset="smoke", dtype="float64",
+                        output_dir=str(d / "results"))
+        out[mara] = run_config(cfg, progress=False)
+    return out
+
+
+def test_md_cli_on_trained_runs(tiny_runs, capsys):
+    from mara_bench.cli import main
+
+    run = tiny_runs["off"]
+    rc = main(["md", str(run), "--temperature", "300,600", "--steps", "40", "--replicas", "2", "--ensemble", "nve",
+               "--quiet", "--write-every", "5"])
+    assert rc == 0
+    doc = json.loads((run / "md" / "md.json").read_text())
+    reps = doc["nve"]["replicas"]
+    assert len(reps) == 4 and {r["temperature"] for r in reps} == {300.0, 600.0}
+    assert all(r["steps_completed"] <= 40 and r["distance_w1_a"] is not None for r in reps)
+    assert len({r["start_frame"] for r in reps if r["temperature"] == 300.0}) == 2  # two different test frames
+    done = [r for r in reps if not r["failed"]]
+    assert all(abs(r["rotation"]["energy_jump_mev_atom"]) < 1e-8 for r in done)  # exactly invariant model
+    assert (run / "md" / "nve_T600_r1.extxyz").is_file()
+    assert "K:" in capsys.readouterr().out
+
+
+def test_rotation_jump_of_paper_variant_is_measured(tiny_runs):
+    from mara_bench.calculator import MaraBenchCalculator
+
+    calc = MaraBenchCalculator.from_run(tiny_runs["paper"], dtype="float64")
+    calc_off = MaraBenchCalculator.from_run(tiny_runs["off"], dtype="float64")
+    atoms = molecule("CH3CH2OH")
+    jump = rotation_jump(calc, atoms, seed=0)
+    assert abs(jump["energy_jump_ev"]) > 1e-9  # the lab-frame gate breaks rotation invariance
+    assert abs(rotation_jump(calc_off, atoms, seed=0)["energy_jump_ev"]) < 1e-10
+
+
+def test_md_cli_errors(tmp_path, capsys):
+    from mara_bench.cli import main
+
+    assert main(["md", "nope", "--output-dir", str(tmp_path)]) == 2
+    assert "no run folder" in capsys.readouterr().err
+    assert main(["md", "x", "--temperature", "hot"]) == 2
+    assert main(["md", "x", "--ensemble", "npt"]) == 2
+    assert "nvt" in capsys.readouterr().err
