@@ -153,24 +153,28 @@ def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
     import torch
 
     from . import checkpoint as ckpt
+    from . import ddp
     from .atomic import atomic_write_json
     from .evaluate import evaluate_run
     from .results import check_same_config, is_complete, run_info, write_config
     from .train import train
 
     p = prepare(cfg)
+    p.device = ddp.init(p.device)  # torchrun: join the process group (no-op in a single process)
     rd = p.run_dir
     if is_complete(rd) and not force:
         print(f"already done: {rd} (use --force to re-run)")
         return rd
-    if force and rd.exists():
-        for name in ("metrics.json", ckpt.NAME, "train_log.csv", "predictions.npz", "gates.npz", "run_info.json"):
-            (rd / name).unlink(missing_ok=True)
-    resuming = (rd / ckpt.NAME).exists()
+    resuming = (rd / ckpt.NAME).exists() and not force
     if resuming:
         check_same_config(rd, cfg)
-    rd.mkdir(parents=True, exist_ok=True)
-    write_config(rd, cfg)
+    if ddp.is_main():  # only rank 0 writes
+        if force and rd.exists():
+            for name in ("metrics.json", ckpt.NAME, "train_log.csv", "predictions.npz", "gates.npz", "run_info.json"):
+                (rd / name).unlink(missing_ok=True)
+        rd.mkdir(parents=True, exist_ok=True)
+        write_config(rd, cfg)
+    ddp.barrier()
 
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -181,6 +185,9 @@ def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
     params = count_parameters(model)
     res = train(model, p.train_graphs, p.val_graphs, p.train_opts, seed=cfg.seed, dtype=dtype, device=p.device,
                 run_dir=rd, progress=progress)
+    if not ddp.is_main():  # DDP: rank 0 evaluates and writes the results
+        ddp.shutdown()
+        return rd
     if res.best_state is not None:
         model.load_state_dict(res.best_state)
     ev = evaluate_run(model, p.test_graphs, rd, dtype=dtype, device=p.device,
@@ -201,6 +208,7 @@ def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
     atomic_write_json(rd / "run_info.json", run_info(p.device, wall_time_s=wall, extra={
         "resumed_from_epoch": res.resumed_from_epoch, "model_options": p.model_opts, "train_options": p.train_opts}))
     atomic_write_json(rd / "metrics.json", metrics)
+    ddp.shutdown()
     print(f"run {cfg.run_id()} -> {rd}")
     print(summary_table(metrics))
     return rd
