@@ -158,12 +158,14 @@ class BackboneTestKit:
         return [random_molecule(k, rng, cls.r_max()) for k in (5, 4, 6)[:n]]
 
     @pytest.fixture(scope="class", params=VARIANTS)
-    def variant(self, request) -> str:
+    @classmethod
+    def variant(cls, request) -> str:
         return request.param
 
     @pytest.fixture(scope="class")
-    def model64(self, variant):
-        return self.build(variant, F64)
+    @classmethod
+    def model64(cls, variant):
+        return cls.build(variant, F64)
 
     @staticmethod
     def predict(model, batch: GraphBatch, compute_forces: bool = True) -> dict[str, torch.Tensor]:

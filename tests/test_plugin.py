@@ -1,0 +1,95 @@
+"""The example plugin (examples/mara_bench_example_plugin): install, discover, pass the kit, uninstall, clash.
+
+The plugin is pip-installed (``--no-deps --target``, no network, no build isolation) into a temporary folder put on
+PYTHONPATH of subprocesses, which is how a separate site-packages looks to importlib.metadata; removing the folder
+uninstalls it. Nothing is installed into the project's virtual environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "mara_bench_example_plugin"
+
+
+def _env(site: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
+def install(src: Path, site: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                        "--quiet", "--target", str(site), str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def copy_example(dest: Path, pyproject_edit=None) -> Path:
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    if pyproject_edit is not None:
+        p = dest / "pyproject.toml"
+        p.write_text(pyproject_edit(p.read_text()))
+    return dest
+
+
+def mb(*args: str, site: Path | None) -> subprocess.CompletedProcess:
+    env = _env(site) if site is not None else dict(os.environ)
+    return subprocess.run([sys.executable, "-m", "mara_bench", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plugin")
+    src = copy_example(root / "src")
+    site = root / "site"
+    install(src, site)
+    return src, site
+
+
+def test_install_list_uninstall(tmp_path):
+    src, site = copy_example(tmp_path / "src"), tmp_path / "site"
+    install(src, site)
+    assert (site / "mara_bench_example_plugin-0.1.0.dist-info" / "entry_points.txt").is_file()
+    r = mb("list", "backbones", site=site)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("minischnet"))
+    assert "plugin from 'mara_bench_example_plugin'" in line and "smoke, quick, paper" in line
+    shutil.rmtree(site)  # uninstall
+    r = mb("list", "backbones", site=site)
+    assert r.returncode == 0 and "minischnet" not in r.stdout
+    assert "unknown backbone 'minischnet'" in mb("run", "--backbone", "minischnet", "--preset", "smoke",
+                                                  site=site).stderr
+
+
+def test_plugin_passes_the_backbone_kit(installed):
+    src, site = installed
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(src / "tests")],
+                       capture_output=True, text=True, env=_env(site), cwd=src, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "27 passed" in r.stdout  # 9 tests x 3 MARA variants, none skipped
+    assert "warning" not in r.stdout.splitlines()[-1].lower()
+
+
+def test_name_clash_with_builtin_keeps_builtin_and_names_the_plugin(tmp_path):
+    def clash(text: str) -> str:
+        text = text.replace('name = "mara-bench-example-plugin"', 'name = "mara-bench-clash-example"')
+        return text.replace('minischnet = "mara_bench_example_plugin', 'nequip = "mara_bench_example_plugin')
+
+    src, site = copy_example(tmp_path / "src", clash), tmp_path / "site"
+    install(src, site)
+    r = mb("list", "backbones", site=site)
+    assert r.returncode == 0, r.stderr
+    assert "mara_bench_clash_example" in r.stderr and "built-in wins" in r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("nequip"))
+    assert "built-in" in line and "example plugin" not in line
+    r = subprocess.run([sys.executable, "-c", "from mara_bench.registry import get_backbone; "
+                        "print(get_backbone('nequip').__module__)"], capture_output=True, text=True, env=_env(site))
+    assert r.stdout.strip() == "mara_bench_backbones.nequip", r.stderr
