@@ -40,8 +40,8 @@ def test_asv_discovers_the_expected_benchmarks(tmp_path):
     names = {json.loads(line)["name"] if line.startswith("{") else None for line in out.read_text().splitlines()}
     if None in names:  # asv writes one JSON list in some versions
         names = {b["name"] for b in json.loads(out.read_text())}
-    expected = {"model_step.ModelStep.time_forward_forces", "model_step.ModelStep.time_train_step",
-                "model_step.ModelStep.peakmem_forward_forces", "model_step.ModelStep.peakmem_train_step",
+    expected = {"model_step.ForwardForces.time_forward_forces", "model_step.TrainStep.time_train_step",
+                "model_step.ForwardForces.peakmem_forward_forces", "model_step.TrainStep.peakmem_train_step",
                 "accuracy.SmokeAccuracy.track_force_mae", "accuracy.SmokeAccuracy.track_force_p99",
                 "mara_kernel_bench.MaraKernel.time_fwd_bwd",
                 "mara_kernel_bench.MaraKernelRatio.track_speedup_vs_attention_s2"}

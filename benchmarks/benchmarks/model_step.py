@@ -1,35 +1,52 @@
-"""Forward + forces and one training step per backbone × MARA variant × system size (CPU, float32)."""
+"""Forward + forces and one training step per backbone × MARA variant × system size (CPU, float32).
+
+Smoke preset, copies of the default dataset's molecule (ethanol, 9 atoms) batched to ~20 and ~200 atoms.
+"""
 
 from __future__ import annotations
 
 from ._common import SIZES, VARIANTS, backbones, model_and_batch
 
 
-class ModelStep:
+class _Step:
     params = [backbones(), VARIANTS, SIZES]
     param_names = ["backbone", "mara", "atoms"]
     timeout = 300
     number = 1
-    repeat = (3, 10, 60.0)  # (min, max, seconds) repeats; --quick runs once
+    repeat = (3, 10, 30.0)  # (min, max, seconds) repeats; --quick runs once
+    mode = ""
 
     def setup(self, backbone, mara, atoms):
         from mara_bench.timing_sweep import inference_step, train_step
 
-        self.model, self.batch, self.opt, self.train_opts = model_and_batch(backbone, mara, atoms)
-        self._inf = lambda: inference_step(self.model, self.batch)
-        fw = float(self.train_opts.get("forces_weight", 1000.0))
-        self._train = lambda: train_step(self.model, self.batch, self.opt, 1.0, fw, self.train_opts.get("grad_clip"))
-        self._inf()  # warm-up (lazy initialisation, allocator)
-        self._train()
+        model, batch, opt, train_opts = model_and_batch(backbone, mara, atoms)
+        if self.mode == "inference":
+            self.step = lambda: inference_step(model, batch)
+        else:
+            fw = float(train_opts.get("forces_weight", 1000.0))
+            self.step = lambda: train_step(model, batch, opt, 1.0, fw, train_opts.get("grad_clip"))
+        self.step()  # warm-up (lazy initialisation, allocator)
+
+
+class ForwardForces(_Step):
+    """Energy + forces (one MD step's model work)."""
+
+    mode = "inference"
 
     def time_forward_forces(self, backbone, mara, atoms):
-        self._inf()
-
-    def time_train_step(self, backbone, mara, atoms):
-        self._train()
+        self.step()
 
     def peakmem_forward_forces(self, backbone, mara, atoms):
-        self._inf()
+        self.step()
+
+
+class TrainStep(_Step):
+    """Loss (energy + forces) + backward + optimizer step."""
+
+    mode = "train"
+
+    def time_train_step(self, backbone, mara, atoms):
+        self.step()
 
     def peakmem_train_step(self, backbone, mara, atoms):
-        self._train()
+        self.step()
