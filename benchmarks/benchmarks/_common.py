@@ -1,23 +1,22 @@
 """Shared helpers of the asv suite: which backbones, systems and models (built with mara_bench.timing_sweep).
 
-Heavy packages are imported here, at import time, on purpose: asv (``launch_method: forkserver``) imports the
-suite once and forks every benchmark from that process, so torch/e3nn/mace are loaded once per run.
+With ``launch_method: forkserver`` asv imports the suite once in a server process (``benchmark.py run_server``)
+and forks every benchmark from it; there the heavy packages are preloaded so that torch/e3nn/mace load once per
+run. ``asv check`` / discovery import nothing heavy (fast).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 
-import torch  # noqa: F401  (preloaded for the forkserver)
-
-import mara_bench.timing_sweep  # noqa: F401
-
-for _pkg in ("e3nn.o3", "mace.modules", "nequip", "schnetpack"):  # preload what the backbones import in build()
-    try:
-        importlib.import_module(_pkg)
-    except Exception:  # noqa: BLE001 (a missing or broken optional package only means that backbone is skipped)
-        pass
+if sys.argv[1:2] == ["run_server"]:
+    for _pkg in ("torch", "mara_bench.timing_sweep", "e3nn.o3", "mace.modules", "nequip", "schnetpack"):
+        try:
+            importlib.import_module(_pkg)
+        except Exception:  # a missing or broken optional package only means that backbone is skipped
+            pass
 
 VARIANTS = ["off", "paper", "control"]
 SIZES = [20, 200]  # target atoms: copies of the benchmark molecule, batched
@@ -30,11 +29,15 @@ def backbones() -> list[str]:
 
 
 def threads() -> None:
+    import torch
+
     torch.set_num_threads(int(os.environ.get("MARA_BENCH_ASV_THREADS", "1")))
 
 
 def model_and_batch(backbone: str, variant: str, size: int):
     """(model, batch, optimizer, train options) or NotImplementedError when the backbone is unavailable here."""
+    import torch
+
     from mara_bench.errors import UserError
     from mara_bench.registry import get_backbone
     from mara_bench.timing_sweep import build_model, load_molecule, make_batch, make_optimizer, stats_for
