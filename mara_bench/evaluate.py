@@ -21,7 +21,7 @@ from .metrics import all_metrics
 
 MAX_GATE_EDGES = 500_000  # per MARA block, seeded subsample beyond this
 SYMMETRY_FRAMES = 8
-SYMMETRY_ROTATIONS = 4
+SYMMETRY_ROTATIONS = 4  # and as many reflections (mara_bench.symmetry.equivariance_error)
 
 
 def predict(model: torch.nn.Module, graphs: list[FrameGraph], batch_size: int, dtype: torch.dtype, device,
@@ -75,26 +75,6 @@ def rotated_copy(graphs: list[FrameGraph], seed: int) -> list[FrameGraph]:
     return [rotate_graph(g, R) for g, R in zip(graphs, Rs, strict=True)]
 
 
-def _own_equivariance_error(fn, batch, n_rotations: int, seed: int, reflection: bool) -> dict[str, float]:
-    """Fallback when mara_bench.symmetry is not available: max/mean |E(Qx) - E(x)| and |F(Qx) - Q F(x)|."""
-    ref = fn(batch)
-    e0, f0 = ref["energy"].detach(), ref["forces"].detach()
-    Qs = list(torch.as_tensor(random_rotations(n_rotations, seed), dtype=batch.positions.dtype))
-    if reflection:
-        Qs.append(-torch.eye(3, dtype=batch.positions.dtype) @ Qs[0])
-    de, df = [], []
-    for Q in Qs:
-        Q = Q.to(batch.positions.device)
-        b = batch.clone()
-        b.positions, b.shifts, b.cell = batch.positions @ Q.T, batch.shifts @ Q.T, batch.cell @ Q.mT
-        out = fn(b)
-        de.append((out["energy"].detach() - e0).abs())
-        df.append((out["forces"].detach() - f0 @ Q.T).abs())
-    de, df = torch.cat(de), torch.cat(df)
-    return {"energy_max_abs_eV": float(de.max()), "energy_mean_abs_eV": float(de.mean()),
-            "forces_max_abs_eV_A": float(df.max()), "forces_mean_abs_eV_A": float(df.mean())}
-
-
 def equivariance(model: torch.nn.Module, graphs: list[FrameGraph], seed: int, device) -> dict[str, Any]:
     """Equivariance error of a float64 copy of ``model`` on a seeded subset of ``graphs``."""
     rng = np.random.default_rng(seed)
@@ -105,14 +85,10 @@ def equivariance(model: torch.nn.Module, graphs: list[FrameGraph], seed: int, de
     def fn(b):
         return m64(b, compute_forces=True, training=False)
 
-    try:
-        from .symmetry import equivariance_error
-    except ImportError:
-        equivariance_error = _own_equivariance_error
-    res = equivariance_error(fn, batch, n_rotations=SYMMETRY_ROTATIONS, seed=seed, reflection=True)
-    out = dict(res) if isinstance(res, dict) else {"value": res}
-    out.update({"frames": [int(graphs[i].index) for i in idx], "n_rotations": SYMMETRY_ROTATIONS,
-                "reflection": True, "dtype": "float64"})
+    from .symmetry import equivariance_error
+
+    out = dict(equivariance_error(fn, batch, n_rotations=SYMMETRY_ROTATIONS, seed=seed, reflection=True))
+    out.update({"frames": [int(graphs[i].index) for i in idx], "dtype": "float64", "units": "eV, eV/Å"})
     return out
 
 

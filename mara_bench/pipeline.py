@@ -142,9 +142,9 @@ def summary_table(metrics: dict[str, Any]) -> str:
                  f"(MARA {metrics['parameters']['mara']:,})   train time: {tr['train_time_s']:.1f} s, "
                  f"{tr['epochs']} epochs ({tr['stopped']})")
     sym = metrics.get("symmetry") or {}
-    if "energy_max_abs_eV" in sym:
-        lines.append(f"equivariance (float64): max |dE| {sym['energy_max_abs_eV']:.2e} eV, "
-                     f"max |dF| {sym.get('forces_max_abs_eV_A', float('nan')):.2e} eV/Å")
+    if "energy_max_abs" in sym:
+        lines.append(f"equivariance (float64, rotations + reflections): max |dE| {sym['energy_max_abs']:.2e} eV, "
+                     f"max |dF| {sym.get('forces_max_abs', float('nan')):.2e} eV/Å")
     return "\n".join(lines)
 
 

@@ -89,8 +89,10 @@ def summary_frame(runs: list[RunData]):
             for key, ev in (t.get("events") or {}).items():
                 row[f"events_{key}_atom_fraction"] = ev["atom_fraction"]
                 row[f"events_{key}_structure_fraction"] = ev["structure_fraction"]
-            for k in ("energy_max_abs_eV", "energy_mean_abs_eV", "forces_max_abs_eV_A", "forces_mean_abs_eV_A"):
-                row[f"equiv_{k}"] = sym.get(k, math.nan)
+            for k, unit in (("energy_max_abs", "eV"), ("energy_mean_abs", "eV"), ("forces_max_abs", "eV_A"),
+                            ("forces_mean_abs", "eV_A"), ("rotation_forces_max_abs", "eV_A"),
+                            ("reflection_forces_max_abs", "eV_A")):
+                row[f"equiv_{k}_{unit}"] = sym.get(k, math.nan)
             row["parameters"] = (m.get("parameters") or {}).get("total")
             row["mara_parameters"] = (m.get("parameters") or {}).get("mara")
             row["train_time_s"] = (m.get("train") or {}).get("train_time_s")
@@ -101,6 +103,10 @@ def summary_frame(runs: list[RunData]):
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
     if isinstance(v, float):
         if math.isnan(v):
             return "-"

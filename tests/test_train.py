@@ -101,7 +101,7 @@ def test_rotated_test_of_invariant_model_equals_unrotated(data, tmp_path):
               "force_err_p99_mev_A", "force_err_max_mev_A", "force_err_cvar1_mev_A"):
         assert abs(a[k] - b[k]) <= 1e-6, k
     sym = out["symmetry"]
-    assert sym["energy_max_abs_eV"] < 1e-10 and sym["forces_max_abs_eV_A"] < 1e-10
+    assert sym["energy_max_abs"] < 1e-10 and sym["forces_max_abs"] < 1e-10 and sym["reflection"]
     # the rotation really moved the structures
     rot = rotated_copy(te, seed=3 + 7919)
     assert np.abs(rot[0].positions - te[0].positions).max() > 1e-2
