@@ -28,7 +28,8 @@ class NequIPBackbone(Backbone):
         # minutes on a 2-core CPU (default dataset, ~400 train frames of a 9-atom molecule)
         "quick": {
             "model": {"r_max": 4.0, "num_layers": 3, "l_max": 1, "parity": False, "num_features": 16,
-                      "radial_mlp_depth": 1, "radial_mlp_width": 32, "num_bessels": 8, "polynomial_cutoff_p": 6},
+                      "radial_mlp_depth": 1, "radial_mlp_width": 32, "num_bessels": 8, "polynomial_cutoff_p": 6,
+                      "per_type_energy_shifts_trainable": True},
             "train": {"max_epochs": 60, "batch_size": 5, "lr": 0.01, "scheduler_patience": 5,
                       "max_val_frames": 50, "time_limit_s": 210},
         },
