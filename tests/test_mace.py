@@ -198,7 +198,7 @@ def test_energy_invariance_and_force_equivariance(variant):
 
 def test_paper_variant_symmetry_error_is_measured():
     de, df = symmetry_errors(build("paper"), molecules())
-    print(f"paper: max |dE| = {de:.3e} eV, max |dF| = {df:.3e} eV/A (random init, smoke size)")
+    print(f"paper: max |dE| = {de:.3e} eV, max |dF| = {df:.3e} eV/A (smoke size, MARA parameters perturbed)")
     assert np.isfinite(de) and np.isfinite(df)
 
 
