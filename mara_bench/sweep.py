@@ -135,7 +135,8 @@ class SweepJob(submitit.helpers.Checkpointable):
 
             out = run_config(cfg, force=False, progress=False)
         except BaseException as e:  # record, then let submitit see the failure
-            write_status(rd, "failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            if not getattr(self, "_requeued", False):  # a requeue exits through SystemExit: not a failure
+                write_status(rd, "failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             raise
         write_status(rd, "done")
         return str(out)
@@ -145,7 +146,8 @@ class SweepJob(submitit.helpers.Checkpointable):
         from .results import run_dir
 
         write_status(run_dir(RunConfig.from_dict(cfg_dict)), "requeued")
-        return submitit.helpers.DelayedSubmission(self, cfg_dict)
+        self._requeued = True
+        return submitit.helpers.DelayedSubmission(SweepJob(self.setup), cfg_dict)
 
 
 def write_status(rd: Path, state: str, **extra: Any) -> None:
