@@ -84,6 +84,12 @@ def test_dry_run_prints_sbatch_array_and_submits_nothing(tiny_env, capsys):
         assert line in out, line
     assert out.count("tiny-paper-") == 3 and out.count("tiny-off-") == 3
     assert not (tiny_env / "results").exists()
+    import shutil
+
+    if shutil.which("srun") is None:  # no SLURM here: a real submission is refused with one clear line
+        assert main(["sweep", str(f), "--executor", "slurm"]) == 2
+        assert "use --executor local" in capsys.readouterr().err
+    assert main(["sweep", str(f), "--executor", "pbs"]) == 2
 
 
 def _cfg_dirs(f):
