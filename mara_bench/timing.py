@@ -62,6 +62,14 @@ def time_call_ms(fn: Callable[[], Any], device="cpu") -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def time_call_cpu_ms(fn: Callable[[], Any], device="cpu") -> tuple[float, float]:
+    """(wall ms, process CPU ms) of one call. CPU time (all threads of this process) is far less sensitive to
+    other processes competing for the cores than wall time; on CUDA the wall time comes from CUDA events."""
+    c0 = time.process_time()
+    wall = time_call_ms(fn, device)
+    return wall, (time.process_time() - c0) * 1e3
+
+
 def measure(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2, device="cpu") -> list[float]:
     """Run ``fn`` ``warmup`` times untimed, then ``repeats`` timed calls; return the times in ms."""
     for _ in range(warmup):
@@ -204,7 +212,8 @@ ROW_KEYS: dict[str, tuple] = {
     "median_ms": _OPT_NUM, "q25_ms": _OPT_NUM, "q75_ms": _OPT_NUM, "iqr_ms": _OPT_NUM, "min_ms": _OPT_NUM,
     "mean_ms": _OPT_NUM, "atoms_steps_per_s": _OPT_NUM, "ns_per_day": _OPT_NUM, "peak_mem_mb": _OPT_NUM, "peak_mem_delta_mb": _OPT_NUM,
     "peak_mem_kind": _OPT_STR, "overhead_vs_off": _OPT_NUM, "overhead_q25": _OPT_NUM, "overhead_q75": _OPT_NUM,
-    "compile_s": _OPT_NUM, "times_ms": (list,),
+    "compile_s": _OPT_NUM, "cpu_median_ms": _OPT_NUM, "cpu_overhead_vs_off": _OPT_NUM, "times_ms": (list,),
+    "cpu_times_ms": (list,),
 }
 ROW_ORDER = list(ROW_KEYS)
 
@@ -254,7 +263,7 @@ def check_timing(obj: Any) -> None:
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=[k for k in ROW_ORDER if k != "times_ms"], extrasaction="ignore",
+    w = csv.DictWriter(buf, fieldnames=[k for k in ROW_ORDER if k not in ("times_ms", "cpu_times_ms")], extrasaction="ignore",
                        lineterminator="\n")
     w.writeheader()
     for r in rows:
@@ -282,13 +291,14 @@ def _fmt(v, spec: str) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain-text table of timing rows (one line per size × mode × variant)."""
     head = (f"{'atoms':>6} {'edges':>7} {'mode':<9} {'variant':<8} {'median ms':>10} {'IQR ms':>8} "
-            f"{'atoms*steps/s':>13} {'ns/day':>8} {'peak MiB':>9} {'+MiB':>7} {'x off':>6}  note")
+            f"{'atoms*steps/s':>13} {'ns/day':>8} {'peak MiB':>9} {'+MiB':>7} {'x off':>6} {'cpu x off':>9}  note")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r['n_atoms']:>6} {r['n_edges']:>7} {r['mode']:<9} {r['variant']:<8} {_fmt(r['median_ms'], '10.2f')} "
             f"{_fmt(r['iqr_ms'], '8.2f')} {_fmt(r['atoms_steps_per_s'], '13.0f')} {_fmt(r['ns_per_day'], '8.3f')} "
-            f"{_fmt(r['peak_mem_mb'], '9.0f')} {_fmt(r.get('peak_mem_delta_mb'), '7.0f')} {_fmt(r['overhead_vs_off'], '6.3f')}  {r['note']}")
+            f"{_fmt(r['peak_mem_mb'], '9.0f')} {_fmt(r.get('peak_mem_delta_mb'), '7.0f')} {_fmt(r['overhead_vs_off'], '6.3f')} "
+            f"{_fmt(r.get('cpu_overhead_vs_off'), '9.3f')}  {r['note']}")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ import torch
 
 from .errors import UserError
 from .graph import FrameGraph, GraphBatch, build_graph, collate
-from .timing import is_oom, peak_memory_of, summarize, throughput, time_call_ms
+from .timing import is_oom, peak_memory_of, summarize, throughput, time_call_cpu_ms, time_call_ms
 
 # ------------------------------------------------------------------------------------------------ systems
 
@@ -267,7 +267,7 @@ def _row(s: SweepSettings, variant: str, mode: str, size: int, batch: GraphBatch
             "min_ms": None, "mean_ms": None, "atoms_steps_per_s": None, "ns_per_day": None, "peak_mem_mb": None,
             "peak_mem_delta_mb": None, "peak_mem_kind": None, "overhead_vs_off": None, "overhead_q25": None,
             "overhead_q75": None,
-            "compile_s": None, "times_ms": []}
+            "compile_s": None, "cpu_median_ms": None, "cpu_overhead_vs_off": None, "times_ms": [], "cpu_times_ms": []}
 
 
 def _free(device: str) -> None:
@@ -289,6 +289,7 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
     rows = {(v, m): _row(s, v, m, size, batch) for v in s.variants for m in s.modes}
     live: dict[str, Variant] = {}
     times: dict[tuple[str, str], list[float]] = {k: [] for k in rows}
+    cpu_times: dict[tuple[str, str], list[float]] = {k: [] for k in rows}
 
     def skip(keys, why):
         for k in keys:
@@ -315,7 +316,9 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
             k = r % len(s.variants)
             for v in list(s.variants[k:]) + list(s.variants[:k]):
                 for m in s.modes:
-                    times[(v, m)].append(time_call_ms(_call(live[v], m, batch, train_opts), s.device))
+                    wall, cpu = time_call_cpu_ms(_call(live[v], m, batch, train_opts), s.device)
+                    times[(v, m)].append(wall)
+                    cpu_times[(v, m)].append(cpu)
             if progress is not None:
                 progress.update(1)
         for (v, m), row in rows.items():  # peak memory: one extra call per variant and mode
@@ -344,6 +347,13 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
             ratios = [a / b for a, b in zip(ms, base, strict=True)]  # paired: same repeat, same process
             q = summarize(ratios)
             row.update(overhead_vs_off=q["median_ms"], overhead_q25=q["q25_ms"], overhead_q75=q["q75_ms"])
+        cpu = cpu_times[(v, m)]
+        if str(s.device).startswith("cuda"):  # host CPU time says nothing about GPU work
+            continue
+        row.update(cpu_times_ms=[float(x) for x in cpu], cpu_median_ms=summarize(cpu)["median_ms"])
+        cbase = cpu_times.get(("off", m))
+        if cbase and len(cbase) == len(cpu) and ("off", m) in times:
+            row["cpu_overhead_vs_off"] = summarize([a / b for a, b in zip(cpu, cbase, strict=True)])["median_ms"]
     return list(rows.values()), stats_kind
 
 

@@ -92,6 +92,11 @@ def test_timer_measures_sleep_within_10_percent():
     assert 45.0 <= med <= 55.0, med
 
 
+def test_cpu_clock_counts_work_not_sleep():
+    wall, cpu = timing.time_call_cpu_ms(lambda: time.sleep(0.05))
+    assert wall >= 45 and cpu < 25
+
+
 def test_summary_matches_numpy_quantiles():
     xs = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
     s = timing.summarize(xs)
@@ -139,12 +144,13 @@ def test_sweep_rows_schema_and_paired_ratios(tmp_path):
             assert r["overhead_vs_off"] > 0
         assert (r["ns_per_day"] is None) == (r["mode"] == "train")
         assert r["peak_mem_mb"] > 0
+        assert len(r["cpu_times_ms"]) == 3 and r["cpu_median_ms"] > 0 and r["cpu_overhead_vs_off"] > 0
     j, c = timing.write_results(res, tmp_path, "stamp")
     again = json.loads(j.read_text())
     assert timing.validate_timing(again) == []
     lines = c.read_text().splitlines()
     assert len(lines) == 1 + len(rows) and lines[0].startswith("backbone,preset,variant,mode")
-    assert "times_ms" not in lines[0]
+    assert "times_ms" not in lines[0] and "cpu_median_ms" in lines[0]
     assert not list(tmp_path.glob(".*tmp"))  # atomic: no temp files left
 
 
