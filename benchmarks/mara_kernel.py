@@ -35,27 +35,33 @@ def build(message_dim: int, hidden: int = 32, grid=(4, 8), heads: int = 1, dtype
     return mara, ReferenceMARA(mara)
 
 
-def _once(fn, m, d) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _once(fn, m, d, clock: str = "wall") -> float:
+    """One forward + backward. ``clock="cpu"`` counts this process's CPU seconds (all threads), which a busy shared
+    machine disturbs much less than wall time."""
+    tick = CLOCKS[clock]
     for t in (m, d):
         t.grad = None
     if m.is_cuda:
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0 = tick()
     fn(m, d).sum().backward()
     if m.is_cuda:
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return tick() - t0
 
 
-def time_forward_backward(fn, m, d, repeats: int = 7, warmup: int = 2) -> list[float]:
-    """Wall seconds of ``fn(m, d).sum().backward()`` per repeat (after ``warmup`` untimed calls)."""
+def time_forward_backward(fn, m, d, repeats: int = 7, warmup: int = 2, clock: str = "wall") -> list[float]:
+    """Seconds of ``fn(m, d).sum().backward()`` per repeat (after ``warmup`` untimed calls)."""
     for _ in range(warmup):
-        _once(fn, m, d)
-    return [_once(fn, m, d) for _ in range(repeats)]
+        _once(fn, m, d, clock)
+    return [_once(fn, m, d, clock) for _ in range(repeats)]
 
 
 def compare(edges: int, message_dim: int = 128, hidden: int = 32, grid=(4, 8), heads: int = 1, repeats: int = 7,
-            dtype=torch.float32, device="cpu", attention_impl: str = "fused") -> dict:
+            dtype=torch.float32, device="cpu", attention_impl: str = "fused", clock: str = "wall") -> dict:
     """Median forward+backward seconds of ours and of the reference, and reference/ours.
 
     The two paths alternate call by call so that a load change on a shared machine hits both alike."""
@@ -67,10 +73,10 @@ def compare(edges: int, message_dim: int = 128, hidden: int = 32, grid=(4, 8), h
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            times[k].append(_once(fn, m, d))
+            times[k].append(_once(fn, m, d, clock))
     ours, theirs = statistics.median(times["ours"]), statistics.median(times["reference"])
     return {"edges": edges, "message_dim": message_dim, "hidden": hidden, "grid": f"{grid[0]}x{grid[1]}",
-            "heads": heads, "attention_impl": attention_impl, "ours_s": ours, "reference_s": theirs,
+            "heads": heads, "attention_impl": attention_impl, "clock": clock, "ours_s": ours, "reference_s": theirs,
             "speedup": theirs / ours, "ratios": [b / a for a, b in zip(times["ours"], times["reference"], strict=True)]}
 
 
@@ -85,16 +91,18 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall seconds, or this process's CPU seconds (steadier on a shared machine)")
     p.add_argument("--impl", nargs="+", default=["fused"], choices=["fused", "matmul", "sdpa"])
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     grid = tuple(int(x) for x in a.grid.lower().split("x"))
     dtype = getattr(torch, a.dtype)
     print(f"torch {torch.__version__}, {a.device}, {torch.get_num_threads()} threads, {a.dtype}, D={a.message_dim}, "
-          f"C={a.hidden}, grid {a.grid}, heads {a.heads}, median of {a.repeats}")
+          f"C={a.hidden}, grid {a.grid}, heads {a.heads}, {a.clock} clock, median of {a.repeats}")
     for impl in a.impl:
         for e in a.edges:
-            r = compare(e, a.message_dim, a.hidden, grid, a.heads, a.repeats, dtype, a.device, impl)
+            r = compare(e, a.message_dim, a.hidden, grid, a.heads, a.repeats, dtype, a.device, impl, a.clock)
             print(f"E={e:>7} impl={impl:<6} ours {r['ours_s'] * 1e3:9.2f} ms   AttentionS2 reference "
                   f"{r['reference_s'] * 1e3:9.2f} ms   ratio {r['speedup']:.2f}x")
     return 0
