@@ -30,8 +30,8 @@ class NequIPBackbone(Backbone):
             "model": {"r_max": 4.0, "num_layers": 3, "l_max": 1, "parity": False, "num_features": 16,
                       "radial_mlp_depth": 1, "radial_mlp_width": 32, "num_bessels": 8, "polynomial_cutoff_p": 6,
                       "per_type_energy_shifts_trainable": True},
-            "train": {"max_epochs": 60, "batch_size": 5, "lr": 0.01, "scheduler_patience": 5,
-                      "max_val_frames": 50, "time_limit_s": 210},
+            "train": {"max_epochs": 15, "batch_size": 10, "lr": 0.01, "scheduler_patience": 5,
+                      "max_val_frames": 50},
         },
         # Batzner et al., Nat. Commun. 13, 2453 (2022), rMD17 models (see docs/backbones.md for each value)
         "paper": {

@@ -25,8 +25,8 @@ class PaiNNBackbone(Backbone):
         },
         "quick": {
             "model": {"r_max": 5.0, "n_atom_basis": 64, "n_interactions": 3, "n_rbf": 20},
-            "train": {"max_epochs": 60, "batch_size": 5, "optimizer": "adam", "lr": 0.002,
-                      "scheduler_patience": 5, "max_val_frames": 50, "time_limit_s": 210},
+            "train": {"max_epochs": 15, "batch_size": 10, "optimizer": "adam", "lr": 0.002,
+                      "scheduler_patience": 5, "max_val_frames": 50},
         },
         # Schütt et al., ICML 2021 (architecture) + schnetpack 2.1.1 configs/experiment/rmd17.yaml (training);
         # see docs/backbones.md for each value
