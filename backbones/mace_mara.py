@@ -26,14 +26,8 @@ from typing import Any
 import torch
 
 from mara_bench.errors import UserError
+from mara_bench.model import EdgeContext as EdgeGeometry
 from mara_bench.model import EnergyModel
-
-
-class EdgeGeometry:
-    """Plain holder shared by the tap and every wrapper (not a Module, so it is copied once by deepcopy)."""
-
-    def __init__(self) -> None:
-        self.vectors: torch.Tensor | None = None
 
 
 class EdgeVectorTap(torch.nn.Module):

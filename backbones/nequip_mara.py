@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mara_bench.errors import UserError
-from mara_bench.model import EnergyModel
+from mara_bench.model import EdgeContext, EnergyModel
 
 # model options accepted by this adapter (passed to nequip.model.NequIPGNNModel unless noted)
 MODEL_KEYS = {
@@ -102,11 +102,6 @@ def isolated_nequip_state():
 
 
 # ----------------------------------------------------------------------------- the MARA seam
-class EdgeContext:
-    """Per-forward edge geometry shared by the MARA wrappers of one model (a plain object, not a module)."""
-
-    vectors: torch.Tensor | None = None  # [E, 3] p_sender - p_receiver, in nequip's (= our) edge order
-
 
 class MaraTensorProduct(torch.nn.Module):
     """Wraps a ``TensorProductScatter.tp``: ``m = tp(x_j, Y(r_ij), w(r_ij))``, then ``m' = MARA(m, d_e)``."""

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from mara_bench.errors import UserError
-from mara_bench.model import EnergyModel
+from mara_bench.model import EdgeContext, EnergyModel
 
 MODEL_KEYS = {
     "r_max": "cutoff radius, Å (cosine cutoff)",
@@ -39,11 +39,6 @@ MODEL_KEYS = {
 DEFAULTS = {"n_atom_basis": 128, "n_interactions": 3, "n_rbf": 20, "radial_basis": "bessel",
             "shared_interactions": False, "shared_filters": False, "head_layers": 2}
 
-
-class EdgeContext:
-    """Per-forward edge vectors shared by the MARA wrappers of one model (a plain object, not a module)."""
-
-    vectors: torch.Tensor | None = None  # [E, 3] p_sender - p_receiver (schnetpack's r_ij)
 
 
 class MaraPaiNNInteraction(torch.nn.Module):

@@ -26,3 +26,11 @@ class EnergyModel(torch.nn.Module):
     def last_gates(self) -> list[torch.Tensor]:
         """Per MARA module (one per interaction block), the gates [E, 1] of the last forward pass."""
         return [m.last_gates for m in self.mara_modules() if getattr(m, "last_gates", None) is not None]
+
+
+class EdgeContext:
+    """Per-forward edge vectors shared by a model's MARA wrappers (a plain object, not a Module, so deepcopy
+    copies it once). Adapters store ``vectors`` [E, 3] = p_sender - p_receiver before the backbone's forward."""
+
+    def __init__(self) -> None:
+        self.vectors: torch.Tensor | None = None
