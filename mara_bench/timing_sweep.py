@@ -358,6 +358,7 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
 
 
 def environment(device: str) -> dict[str, Any]:
+    import os
     import platform
     import socket
     import sys
@@ -367,7 +368,9 @@ def environment(device: str) -> dict[str, Any]:
     env = {"git_commit": git_commit(), "packages": package_versions(), "python": sys.version.split()[0],
            "platform": platform.platform(), "host": socket.gethostname(), "device": str(device),
            "device_name": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "interop_threads": torch.get_num_interop_threads(), "cuda_version": torch.version.cuda}
+           "interop_threads": torch.get_num_interop_threads(), "cuda_version": torch.version.cuda,
+           "omp_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
+                       if k in os.environ}}
     if str(device).startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name(torch.device(device))
     return env
