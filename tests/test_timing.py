@@ -265,3 +265,19 @@ def test_cuda_sweep_and_compile():
     assert all(r["peak_mem_kind"] == "cuda_max_allocated" for r in res["rows"])
     res = small_sweep(device="cuda", sizes=(12,), variants=("off",), compile=True)
     assert all(r["compile_s"] is not None and r["compile_s"] > 0 for r in res["rows"])
+
+
+def test_cli_times_real_mace_smoke(tmp_path, capsys):
+    pytest.importorskip("mace", reason="mace-torch is not installed")
+    from mara_bench.cli import main
+
+    rc = main(["time", "--backbone", "mace", "--mara", "off,on", "--preset", "smoke", "--sizes", "12",
+               "--repeats", "2", "--warmup", "1", "--modes", "inference,train", "--molecule", "ase:C6H6",
+               "--output-dir", str(tmp_path), "--threads", "1", "--quiet"])
+    assert rc == 0
+    res = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert timing.validate_timing(res) == []
+    rows = {(r["variant"], r["mode"]): r for r in res["rows"]}
+    assert set(rows) == {("off", "inference"), ("off", "train"), ("paper", "inference"), ("paper", "train")}
+    assert all(r["status"] == "ok" and r["n_atoms"] == 12 and r["n_edges"] > 0 for r in rows.values())
+    assert res["settings"]["stats"] == "synthetic"
