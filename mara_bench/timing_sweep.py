@@ -307,7 +307,16 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
                 fn = _call(var, m, batch, train_opts)
                 for w in range(max(1, s.warmup)):
                     t0 = time.perf_counter()
-                    ms = time_call_ms(fn, s.device)
+                    try:
+                        ms = time_call_ms(fn, s.device)
+                    except RuntimeError as e:
+                        if not (s.compile and m == "train") or is_oom(e):
+                            raise
+                        # training on forces differentiates the force graph again (double backward), which
+                        # torch.compile'd graphs do not support: report it, keep timing inference
+                        skip([(v, m)], "skipped: torch.compile does not support the double backward of a "
+                                       f"force-trained step ({str(e).splitlines()[0][:80]})")
+                        break
                     if w == 0 and s.compile:  # first call = compilation (+ one step)
                         rows[(v, m)]["compile_s"] = time.perf_counter() - t0
                     if s.max_step_s and ms / 1e3 > s.max_step_s:
@@ -316,12 +325,16 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
             k = r % len(s.variants)
             for v in list(s.variants[k:]) + list(s.variants[:k]):
                 for m in s.modes:
+                    if (v, m) not in times:
+                        continue
                     wall, cpu = time_call_cpu_ms(_call(live[v], m, batch, train_opts), s.device)
                     times[(v, m)].append(wall)
                     cpu_times[(v, m)].append(cpu)
             if progress is not None:
                 progress.update(1)
         for (v, m), row in rows.items():  # peak memory: one extra call per variant and mode
+            if (v, m) not in times:
+                continue
             _free(s.device)
             peak = peak_memory_of(_call(live[v], m, batch, train_opts), s.device)
             row["peak_mem_mb"], row["peak_mem_delta_mb"], row["peak_mem_kind"] = peak
