@@ -151,7 +151,7 @@ class MARA(nn.Module):
             raise ValueError(f"MARA holds {pdt} but got messages {m.dtype} / vectors {d.dtype}; call .to(dtype) first")
         gates = self.gates(m, d)
         self.last_gates = gates.detach()
-        return m + gates * m, gates
+        return m * (1.0 + gates), gates  # = m + α·m (spec step 7); one [E, D] product, cheaper backward
 
     def gates(self, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """α [E, 1] without touching ``last_gates``."""
