@@ -149,10 +149,16 @@ def test_killed_job_resumes_and_preempted_job_requeues(tiny_env, capsys, monkeyp
     setup = ["tiny_backbone:register", "test_sweep:_slow_saves"]
     jobs = [ex.submit(sw.SweepJob(setup), c.resolved()) for c in cfgs]
     dirs = [Path(c.output_dir) / c.run_id() for c in cfgs]
-    t0 = time.time()
-    while not all((d / "checkpoint.pt").exists() for d in dirs) and time.time() - t0 < 180:
-        time.sleep(0.1)
+
+    def wait_for_checkpoint(d: Path) -> None:  # each job sleeps SLOW_SAVE_S after every checkpoint: time to act
+        t0 = time.time()
+        while not (d / "checkpoint.pt").exists() and time.time() - t0 < 180:
+            time.sleep(0.05)
+        assert not (d / "metrics.json").exists(), "job finished before it could be interrupted"
+
+    wait_for_checkpoint(dirs[0])
     jobs[0].cancel()  # killed mid-way (SIGINT)
+    wait_for_checkpoint(dirs[1])
     # preemption / time-out: the signal SLURM sends the job step (USR2) goes to the job's own process; submitit's
     # handler calls SweepJob.checkpoint, the task exits with the requeue code and submitit starts it again
     pid = json.loads((dirs[1] / sw.STATUS_FILE).read_text())["pid"]
