@@ -15,6 +15,7 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 
 from .errors import UserError
+from .pipeline import resolve_device
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -25,14 +26,6 @@ def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype not in _DTYPES:
         raise UserError(f"bad dtype '{dtype}': choose float32 or float64")
     return _DTYPES[dtype]
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{device}' requested but CUDA is not available; use --device cpu")
-    return str(device)
 
 
 class MaraBenchCalculator(Calculator):
@@ -48,7 +41,7 @@ class MaraBenchCalculator(Calculator):
                  device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
         self.dtype = _torch_dtype(dtype)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -128,7 +121,7 @@ def load_run_model(run_dir: str | os.PathLike, device: str = "cpu", use_ema: boo
 
     cfg.output_dir = str(run_dir.parent)  # the folder may have moved since training
     prepared = pipeline.prepare(cfg)
-    prepared.device = _resolve_device(device)
+    prepared.device = resolve_device(device)
     model = pipeline.build_model(prepared, _torch_dtype(cfg.dtype))
     sd = pick_state_dict(checkpoint.load(ckpt_path), use_ema)
     try:
