@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -147,7 +148,13 @@ def test_killed_job_resumes_and_preempted_job_requeues(tiny_env, capsys, monkeyp
     ex = submitit.LocalExecutor(folder=tiny_env / "logs")
     ex.update_parameters(timeout_min=10)
     setup = ["tiny_backbone:register", "test_sweep:_slow_saves"]
-    jobs = [ex.submit(sw.SweepJob(setup), c.resolved()) for c in cfgs]
+    # submitit's local cancel() is a SIGINT; a test run started from a background shell ignores SIGINT and its
+    # children would inherit that, so the jobs are started with the default handler
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        jobs = [ex.submit(sw.SweepJob(setup), c.resolved()) for c in cfgs]
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
     dirs = [Path(c.output_dir) / c.run_id() for c in cfgs]
 
     def wait_for_checkpoint(d: Path) -> None:  # each job sleeps SLOW_SAVE_S after every checkpoint: time to act
