@@ -40,7 +40,8 @@ def model_and_batch(backbone: str, variant: str, size: int):
 
     from mara_bench.errors import UserError
     from mara_bench.registry import get_backbone
-    from mara_bench.timing_sweep import build_model, load_molecule, make_batch, make_optimizer, stats_for
+    from mara_bench.timing_sweep import build_model, make_optimizer
+    from mara_bench.timing_systems import load_molecule, make_batch, stats_for
 
     threads()
     try:
