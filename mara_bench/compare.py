@@ -2,7 +2,8 @@
 
 For every backbone, test set, metric and variant: mean ± std over seeds, the change relative to ``off`` and
 a paired bootstrap 95 % interval of the difference (see :mod:`mara_bench.stats` for the rule). Writes
-compare.csv and compare.md and a full report (report.html) into the compare folder.
+compare.csv and compare.md and a full report (report.html) into the compare folder. With ``--md``
+(:func:`run_md_all`) every model also runs MD and compare.md / the report gain an "MD stability" table.
 """
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ def run_all(cfgs: list, progress: bool = True, force: bool = False) -> list[Path
         print(f"[{k + 1}/{len(cfgs)}] {c.run_id()}")
         out.append(run_config(c, force=force, progress=progress))
     return out
+
+
+def run_md_all(run_dirs: list[Path], settings: list, progress: bool = True, force: bool = False) -> None:
+    """MD (``compare --md``) for every run and every :class:`~mara_bench.md_run.MDSettings`; a run whose md.json
+    already holds that ensemble with the same settings is reused unless ``force``."""
+    from .md_run import finished_section, md_for_run, summary_lines
+
+    for k, d in enumerate(run_dirs):
+        for s in settings:
+            tag = f"[md {k + 1}/{len(run_dirs)}] {Path(d).name} {s.ensemble}"
+            if not force and finished_section(d, s) is not None:
+                print(f"{tag}: already done")
+                continue
+            print(tag)
+            sec = md_for_run(d, s, progress=progress)
+            print("\n".join(summary_lines(sec)))
 
 
 def compare_table(run_dirs: list[Path], n_boot: int = 1000, seed: int = 0,
@@ -123,6 +140,11 @@ def write_compare(run_dirs: list[Path], out_dir: Path, n_boot: int = 1000, seed:
     out = check_output_dir(out_dir)
     df = compare_table(run_dirs, n_boot=n_boot, seed=seed)
     md = compare_markdown(df)
+    from .md_report import replica_frame, stability_markdown, stability_table
+
+    rep = replica_frame(run_dirs)
+    if len(rep):
+        md += "\n\n## MD stability\n\n" + stability_markdown(stability_table(rep))
     atomic_write_text(out / "compare.csv", df.to_csv(index=False))
     atomic_write_text(out / "compare.md", md + "\n")
     paths = write_report(run_dirs, out, compare_md=md, compare_df=df, title="mara_bench compare")

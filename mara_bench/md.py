@@ -265,59 +265,8 @@ def md_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def plot_md(run_dirs, out_dir: str | os.PathLike) -> list[Path]:
-    """Survival curves (fraction of replicas alive vs time, one panel per temperature) and NVE energy traces.
+    """Write ``md_survival.png`` (fraction of replicas stable vs time, a panel per temperature, a line per variant)
+    and, when NVE results exist, ``md_nve_energy.png`` into ``out_dir`` (see :mod:`mara_bench.md_report`)."""
+    from .md_report import write_md_figures
 
-    Writes ``md_survival.png`` and, when NVE results exist, ``md_nve_energy.png`` into ``out_dir``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .atomic import read_json
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    docs = {}
-    for d in run_dirs:
-        f = Path(d) / "md" / "md.json"
-        if f.is_file():
-            docs[Path(d).name] = read_json(f)
-    written: list[Path] = []
-    if not docs:
-        return written
-    temps = sorted({r["temperature"] for doc in docs.values() for sec in doc.values() for r in sec["replicas"]})
-    fig, axes = plt.subplots(1, len(temps), figsize=(4.5 * len(temps), 3.5), squeeze=False)
-    for ax, T in zip(axes[0], temps, strict=True):
-        for name, doc in docs.items():
-            for ens, sec in doc.items():
-                rs = [r for r in sec["replicas"] if r["temperature"] == T]
-                if not rs:
-                    continue
-                t_end = sec["settings"]["steps"] * sec["settings"]["timestep_fs"] / 1000.0
-                fail_t = np.sort([r["time_ps"] for r in rs if r["failed"]])
-                ts = np.concatenate([[0.0], fail_t, [t_end]])
-                alive = 1.0 - np.concatenate([[0], np.arange(1, len(fail_t) + 1), [len(fail_t)]]) / len(rs)
-                ax.step(ts, alive, where="post", label=f"{name[:40]} ({ens})")
-        ax.set(title=f"{T:g} K", xlabel="time (ps)", ylabel="fraction of replicas stable", ylim=(-0.02, 1.02))
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    written.append(out_dir / "md_survival.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
-    nve = [(n, r) for n, doc in docs.items() for r in doc.get("nve", {}).get("replicas", [])]
-    if nve:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for name, r in nve:
-            tr = r["trace"]
-            etot = np.array(tr["epot_ev"]) + np.array(tr["ekin_ev"])
-            if len(etot):
-                ax.plot(tr["time_ps"], 1000.0 * (etot - etot[0]) / r["n_atoms"], lw=0.8,
-                        label=f"{name[:30]} {r['temperature']:g} K r{r['replica']}")
-        ax.set(xlabel="time (ps)", ylabel="E_tot - E_tot(0) (meV/atom)", title="NVE energy conservation")
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        written.append(out_dir / "md_nve_energy.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-    return written
+    return write_md_figures(run_dirs, out_dir)

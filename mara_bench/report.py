@@ -3,7 +3,9 @@
 Input: run folders, or folders that contain run folders (searched up to three levels deep). Figures: per-atom
 force-error CDFs on a log axis (variants overlaid), parity plots, tail bars (P99, CVaR-1 %, max), MARA gate
 histograms vs edge length, equivariance errors. A compare table (from :mod:`mara_bench.compare`) is included
-when given.
+when given. Runs with MD results (``<run>/md/md.json``, from ``mara_bench md`` or ``compare --md``) add an "MD
+stability" table, ``md_stability.csv`` (one row per replica) and survival / NVE-energy figures
+(:mod:`mara_bench.md_report`).
 """
 
 from __future__ import annotations
@@ -165,6 +167,17 @@ def write_report(run_dirs: list[Path], out_dir: str | os.PathLike, compare_md: s
     figs = figures(runs, summary)
     for name, png in figs.items():
         atomic_write_bytes(out / "figures" / f"{name}.png", png)
+    from .md_report import md_figures, replica_frame, stability_markdown, stability_table
+
+    rep = replica_frame(run_dirs)
+    md_st = stability_table(rep) if len(rep) else None
+    md_table = stability_markdown(md_st) if md_st is not None else None
+    if md_table:
+        atomic_write_text(out / "md_stability.csv", rep.to_csv(index=False))
+        md_figs = md_figures(run_dirs, rep)
+        for name, png in md_figs.items():
+            atomic_write_bytes(out / "figures" / f"{name}.png", png)
+        figs.update(md_figs)
     shown = summary[[c for c in SHOWN if c in summary]]
     notes = [f"{len(runs)} finished runs; units: meV, meV/Å (equivariance: eV/Å, float64 copy of the model).",
              "Per-atom force error = |F_pred − F_ref| (norm); CVaR 1 % = mean of the largest 1 % of those; "
@@ -177,6 +190,8 @@ def write_report(run_dirs: list[Path], out_dir: str | os.PathLike, compare_md: s
     if compare_md:
         md += ["## Comparison", "", compare_md, ""]
     md += ["## Runs", "", markdown_table(shown), ""]
+    if md_table:
+        md += ["## MD stability", "", md_table, ""]
     md += ["## Figures", ""] + [f"![{k}](figures/{k}.png)" for k in figs]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     body = [f"<h1>{html.escape(title)}</h1>", "<div class='note'><ul>"
@@ -186,11 +201,16 @@ def write_report(run_dirs: list[Path], out_dir: str | os.PathLike, compare_md: s
         if compare_md:
             rule = [ln for ln in compare_md.splitlines() if ln.startswith("Rule")]
             body += [f"<p class='note'>{html.escape(r)}</p>" for r in rule]
-    body += ["<h2>Runs</h2>", html_table(shown), "<h2>Figures</h2>"]
+    body += ["<h2>Runs</h2>", html_table(shown)]
+    if md_table:
+        body += ["<h2>MD stability</h2>", html_table(md_st),
+                 f"<p class='note'>{html.escape(md_table.split(chr(10) * 2)[-1])}</p>"]
+    body += ["<h2>Figures</h2>"]
     for k, png in figs.items():
         body.append(f"<h3>{html.escape(k)}</h3><img alt='{k}' src='data:image/png;base64,"
                     f"{base64.b64encode(png).decode()}'>")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
     atomic_write_text(out / "report.html", page)
-    return {"summary": out / "summary.csv", "markdown": out / "report.md", "html": out / "report.html"}
+    paths = {"summary": out / "summary.csv", "markdown": out / "report.md", "html": out / "report.html"}
+    return {**paths, "md_stability": out / "md_stability.csv"} if md_table else paths

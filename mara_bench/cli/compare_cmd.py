@@ -2,7 +2,8 @@
 
 Per metric and variant: mean ± std over seeds, change relative to ``off``, and a paired bootstrap 95 % interval
 of the difference over test structures (significant only if it excludes zero). Writes compare.csv, compare.md,
-summary.csv, report.md and report.html into the compare folder.
+summary.csv, report.md and report.html into the compare folder. ``--md`` also runs molecular dynamics with every
+trained model (``--md-*`` options, as in ``mara_bench md``) and adds an MD stability table and survival plots.
 """
 
 from __future__ import annotations
@@ -24,7 +25,29 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--force", action="store_true", help="re-run finished runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("MD stability (with --md; see 'mara_bench md --help' and docs/md.md)")
+    g.add_argument("--md", action="store_true",
+                   help="also run MD with every trained model and add an MD stability table (reuses MD results "
+                        "with the same settings)")
+    g.add_argument("--md-temperature", default="300", help="comma-separated temperatures in K (default 300)")
+    g.add_argument("--md-steps", type=int, default=2000, help="MD steps per replica (default 2000)")
+    g.add_argument("--md-timestep", type=float, default=0.5, help="time step in fs (default 0.5)")
+    g.add_argument("--md-replicas", type=int, default=3, help="replicas per temperature and run (default 3)")
+    g.add_argument("--md-ensembles", default="nvt", help="nvt (stability), nve (conservation) or nvt,nve")
+    g.add_argument("--md-dtype", default=None, help="float32 or float64 for MD (default: each run's dtype)")
     return p
+
+
+def md_settings(args: argparse.Namespace) -> list:
+    """MDSettings per requested ensemble, validated (before anything runs)."""
+    from ..md_run import MDSettings, parse_temperatures
+
+    if not args.md:
+        return []
+    temps = parse_temperatures(args.md_temperature)
+    return [MDSettings(temperatures=temps, steps=args.md_steps, timestep_fs=args.md_timestep, ensemble=e,
+                       replicas=args.md_replicas, dtype=args.md_dtype, device=args.device).validate()
+            for e in parse_csv(args.md_ensembles, "MD ensemble")]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap must be >= 100, got {args.bootstrap}")
+    md = md_settings(args)
     cfgs = []
     for b in backbones:
         args.backbone = b
@@ -50,6 +74,10 @@ def main(args: argparse.Namespace) -> int:
 
     check_output_dir(out)
     dirs = run_all(todo, progress=not args.quiet, force=args.force)
+    if md:
+        from ..compare import run_md_all
+
+        run_md_all(dirs, md, progress=not args.quiet, force=args.force)
     paths = write_compare(dirs, out, n_boot=args.bootstrap)
     print(f"compare table: {paths['csv']}\nreport: {paths['html']}")
     return 0
