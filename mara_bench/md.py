@@ -9,7 +9,10 @@ Per replica (one starting frame from the test set, one temperature, one seed):
   reference frames (``scipy.stats.wasserstein_distance``, Å);
 * the potential-energy jump when the whole system is rotated mid-trajectory (:func:`rotation_jump`).
 
-Trajectories go to ``<run>/md/<ensemble>_T<K>_r<k>.extxyz``; results to ``<run>/md/md.json`` (atomic).
+Trajectories go to ``<run>/md/<ensemble>_T<K>_r<k>.extxyz``; results to ``<run>/md/md.json`` (atomic). Each
+finished replica is also saved as ``<ensemble>_T<K>_r<k>.json`` with the settings it ran with, so an interrupted
+``run_md`` resumes: a replica whose settings (and model fingerprint, when given in ``meta``) match is loaded, not
+re-run.
 """
 
 from __future__ import annotations
@@ -211,12 +214,24 @@ def run_md(calc, start_frames, ref_frames, temperatures=(300.0,), steps: int = 1
         for k in range(replicas):
             start = start_frames[k % len(start_frames)]
             s = replica_seed(seed, T, k)
-            traj = None if out_dir is None else Path(out_dir) / f"{ensemble}_T{int(round(T))}_r{k}.extxyz"
-            r = run_replica(calc, start, float(T), steps, timestep_fs, ensemble, s, friction_per_fs, traj_path=traj,
-                            write_every=write_every, ref_frames=ref_frames, criteria=criteria,
-                            progress=progress, desc=f"{ensemble} {T:g} K replica {k}")
-            r["replica"] = k
-            r["start_frame"] = int(start.info.get("frame_index", k % len(start_frames)))
+            start_index = int(start.info.get("frame_index", k % len(start_frames)))
+            stem = None if out_dir is None else Path(out_dir) / f"{ensemble}_T{int(round(T))}_r{k}"
+            key = {"temperature": float(T), "steps": steps, "timestep_fs": timestep_fs, "ensemble": ensemble,
+                   "seed": s, "friction_per_fs": friction_per_fs, "write_every": write_every,
+                   "criteria": criteria.as_dict(), "start_frame": start_index, "n_ref_frames": len(ref_frames or []),
+                   "dtype": str(getattr(calc, "dtype", "")).replace("torch.", ""), **(meta or {})}
+            r = _finished_replica(stem, key)
+            if r is None:
+                r = run_replica(calc, start, float(T), steps, timestep_fs, ensemble, s, friction_per_fs,
+                                traj_path=None if stem is None else stem.with_suffix(".extxyz"),
+                                write_every=write_every, ref_frames=ref_frames, criteria=criteria,
+                                progress=progress, desc=f"{ensemble} {T:g} K replica {k}")
+                r["replica"] = k
+                r["start_frame"] = start_index
+                if stem is not None:  # replica-level resume: an interrupted run_md keeps its finished replicas
+                    from .atomic import atomic_write_json
+
+                    atomic_write_json(stem.with_suffix(".json"), {"key": key, "result": r})
             reps.append(r)
     section = {"settings": {"temperatures": [float(t) for t in temperatures], "steps": steps,
                             "timestep_fs": timestep_fs, "replicas": replicas, "seed": seed,
@@ -228,6 +243,28 @@ def run_md(calc, start_frames, ref_frames, temperatures=(300.0,), steps: int = 1
         doc[ensemble] = section
         atomic_write_json(f, doc)
     return section
+
+
+def _finished_replica(stem: Path | None, key: dict) -> dict | None:
+    """The saved result of a replica run with exactly ``key`` (and whose trajectory exists), else None."""
+    from .atomic import read_json
+
+    if stem is None or not stem.with_suffix(".json").is_file() or not stem.with_suffix(".extxyz").is_file():
+        return None
+    try:
+        saved = read_json(stem.with_suffix(".json"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != json_roundtrip(key):
+        return None
+    return {**saved["result"], "resumed": True}
+
+
+def json_roundtrip(obj):
+    """``obj`` as it reads back from JSON (tuples become lists, ...), for comparing with saved keys."""
+    import json
+
+    return json.loads(json.dumps(obj))
 
 
 def summarize(reps: list[dict]) -> dict[str, dict]:

@@ -43,6 +43,7 @@ class MDSettings:
     seed: int = 0
     dtype: str | None = None  # None: the run's dtype
     device: str = "cpu"
+    threads: int | None = None  # torch CPU threads; None: $MARA_BENCH_THREADS, else torch's default
     write_every: int = 10
     friction_per_fs: float = 0.01
     bond_stretch: float = 1.5
@@ -58,6 +59,8 @@ class MDSettings:
             raise UserError(f"--timestep must be > 0 fs, got {self.timestep_fs}")
         if not self.temperatures or not all(t > 0 for t in self.temperatures):
             raise UserError(f"MD temperatures must be > 0 K, got {self.temperatures}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {self.threads}")
         if self.dtype not in (None, "float32", "float64"):
             raise UserError(f"bad MD dtype '{self.dtype}': choose float32 or float64")
         return self
@@ -91,7 +94,8 @@ def finished_section(run_dir: str | os.PathLike, s: MDSettings) -> dict | None:
     if not isinstance(sec, dict) or "settings" not in sec:
         return None
     dtype = s.dtype or read_run_config(run_dir).dtype
-    want = {"temperatures": [float(t) for t in s.temperatures], "steps": s.steps, "timestep_fs": s.timestep_fs,
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    want = {"checkpoint_sha256": checkpoint_fingerprint(ckpt) if ckpt.is_file() else None,"temperatures": [float(t) for t in s.temperatures], "steps": s.steps, "timestep_fs": s.timestep_fs,
             "replicas": s.replicas, "seed": s.seed, "write_every": s.write_every,
             "friction_per_fs": s.friction_per_fs, "dtype": dtype}
     got = sec["settings"]
@@ -100,14 +104,23 @@ def finished_section(run_dir: str | os.PathLike, s: MDSettings) -> dict | None:
     return sec if _same(sec.get("criteria"), s.criteria().as_dict()) else None
 
 
+def checkpoint_fingerprint(path: Path) -> str:
+    """sha256 of a run's checkpoint.pt: MD results of a model that was since retrained are not reused."""
+    from .data.download import sha256_of
+
+    return sha256_of(path)
+
+
 def md_for_run(run_dir: str | os.PathLike, s: MDSettings, progress: bool = True) -> dict[str, Any]:
     """Run MD for the trained model of ``run_dir`` with settings ``s``; returns the md.json section."""
     import numpy as np
 
     from .calculator import MaraBenchCalculator, load_run_model
     from .md import run_md
+    from .pipeline import apply_thread_env, resolve_device
 
     s.validate()
+    apply_thread_env(resolve_device(s.device), s.threads)
     run_dir = Path(run_dir)
     model, cfg, prepared = load_run_model(run_dir, device="cpu", with_prepared=True)
     calc = MaraBenchCalculator(model, dtype=s.dtype or cfg.dtype, device=s.device)
@@ -129,7 +142,8 @@ def md_for_run(run_dir: str | os.PathLike, s: MDSettings, progress: bool = True)
                   criteria=s.criteria(), progress=progress, write_every=s.write_every,
                   friction_per_fs=s.friction_per_fs,
                   meta={"run_id": run_dir.name, "dtype": str(calc.dtype).replace("torch.", ""),
-                        "reference": f"{cfg.dataset} test split"})
+                        "reference": f"{cfg.dataset} test split",
+                        "checkpoint_sha256": checkpoint_fingerprint(run_dir / "checkpoint.pt")})
 
 
 def summary_lines(sec: dict[str, Any]) -> list[str]:

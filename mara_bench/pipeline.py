@@ -45,6 +45,26 @@ def resolve_device(device: str) -> str:
     return str(device)
 
 
+def apply_thread_env(device: str = "cpu", threads: int | None = None) -> int | None:
+    """Set torch's CPU threads from ``threads`` or else ``$MARA_BENCH_THREADS`` (no-op off the CPU or when neither
+    is set). Several jobs sharing a few cores should each run 1 thread: oversubscribed intra-op threads wait at
+    barriers for cores other jobs hold and run many times slower. Returns the value set, or None."""
+    import torch
+
+    if threads is None and os.environ.get("MARA_BENCH_THREADS"):
+        try:
+            threads = int(os.environ["MARA_BENCH_THREADS"])
+        except ValueError:
+            raise UserError(f"MARA_BENCH_THREADS='{os.environ['MARA_BENCH_THREADS']}' is not an integer; "
+                            "set it to the number of CPU threads, e.g. 1") from None
+    if threads is None or not str(device).startswith("cpu"):
+        return None
+    if threads < 1:
+        raise UserError(f"thread count must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
     if limit is None or limit >= n:
         return np.arange(n)
@@ -178,8 +198,7 @@ def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
 
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     torch.use_deterministic_algorithms(True, warn_only=True)
-    if p.device == "cpu" and os.environ.get("MARA_BENCH_THREADS"):
-        torch.set_num_threads(int(os.environ["MARA_BENCH_THREADS"]))
+    apply_thread_env(p.device)
     t_start = time.perf_counter()
     model = build_model(p, dtype)
     params = count_parameters(model)

@@ -158,13 +158,22 @@ def tiny_runs(tmp_path_factory):
 
 
 def test_md_cli_on_trained_runs(tiny_runs, capsys):
+    import torch
+
     from mara_bench.cli import main
 
     run = tiny_runs["off"]
-    rc = main(["md", str(run), "--temperature", "300,600", "--steps", "40", "--replicas", "2", "--ensemble", "nve",
-               "--quiet", "--write-every", "5"])
-    assert rc == 0
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["md", str(run), "--temperature", "300,600", "--steps", "40", "--replicas", "2", "--ensemble",
+                   "nve", "--quiet", "--write-every", "5", "--threads", "1"])
+        assert rc == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     doc = json.loads((run / "md" / "md.json").read_text())
+    from mara_bench.md_run import checkpoint_fingerprint
+
+    assert doc["nve"]["settings"]["checkpoint_sha256"] == checkpoint_fingerprint(run / "checkpoint.pt")
     reps = doc["nve"]["replicas"]
     assert len(reps) == 4 and {r["temperature"] for r in reps} == {300.0, 600.0}
     assert all(r["steps_completed"] <= 40 and r["distance_w1_a"] is not None for r in reps)
@@ -194,3 +203,44 @@ def test_md_cli_errors(tmp_path, capsys):
     assert main(["md", "x", "--temperature", "hot"]) == 2
     assert main(["md", "x", "--ensemble", "npt"]) == 2
     assert "nvt" in capsys.readouterr().err
+    assert main(["md", "x", "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
+
+
+def test_run_md_resumes_finished_replicas(tmp_path):
+    atoms, calc = ethanol_calc()
+    kw = dict(temperatures=[300.0], steps=30, timestep_fs=0.5, ensemble="nvt", replicas=2, seed=4, progress=False,
+              out_dir=tmp_path, meta={"checkpoint_sha256": "abc"})
+    a = run_md(calc, [atoms], [atoms], **kw)
+    assert not any(r.get("resumed") for r in a["replicas"])
+    (tmp_path / "nvt_T300_r1.json").unlink()  # as if interrupted while replica 1 was running
+    n = calc.n_calls
+    b = run_md(calc, [atoms], [atoms], **kw)
+    assert [bool(r.get("resumed")) for r in b["replicas"]] == [True, False]
+    assert calc.n_calls - n >= 31  # only replica 1 ran again
+    assert [r["trace"]["epot_ev"] for r in a["replicas"]] == [r["trace"]["epot_ev"] for r in b["replicas"]]
+    c = run_md(calc, [atoms], [atoms], **{**kw, "meta": {"checkpoint_sha256": "retrained"}})
+    assert not any(r.get("resumed") for r in c["replicas"])  # another model: nothing reused
+    d = run_md(calc, [atoms], [atoms], **{**kw, "steps": 20})
+    assert not any(r.get("resumed") for r in d["replicas"]) and d["replicas"][0]["steps_requested"] == 20
+
+
+def test_thread_setting_from_env_and_flag(monkeypatch):
+    import torch
+
+    from mara_bench.errors import UserError
+    from mara_bench.pipeline import apply_thread_env
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("MARA_BENCH_THREADS", "1")
+        assert apply_thread_env("cpu") == 1 and torch.get_num_threads() == 1
+        assert apply_thread_env("cuda") is None
+        assert apply_thread_env("cpu", threads=2) == 2 and torch.get_num_threads() == 2  # the flag wins
+        monkeypatch.setenv("MARA_BENCH_THREADS", "two")
+        with pytest.raises(UserError, match="MARA_BENCH_THREADS"):
+            apply_thread_env("cpu")
+        monkeypatch.delenv("MARA_BENCH_THREADS")
+        assert apply_thread_env("cpu") is None
+    finally:
+        torch.set_num_threads(before)

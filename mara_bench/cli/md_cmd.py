@@ -22,6 +22,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for starting frames and velocities (default 0)")
     p.add_argument("--dtype", default=None, help="float32 or float64 (default: the run's dtype)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: $MARA_BENCH_THREADS, else torch's choice; small molecules run "
+                        "fastest with 1, and several jobs on few cores must use 1 each)")
     p.add_argument("--write-every", type=int, default=10, help="write every N-th frame to the trajectory")
     p.add_argument("--bond-stretch", type=float, default=1.5,
                    help="failure when a starting bond exceeds this factor of its initial length (default 1.5)")
@@ -36,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
 
     s = MDSettings(temperatures=parse_temperatures(args.temperature), steps=args.steps, timestep_fs=args.timestep,
                    ensemble=args.ensemble, replicas=args.replicas, seed=args.seed, dtype=args.dtype,
-                   device=args.device, write_every=args.write_every, friction_per_fs=args.friction,
+                   device=args.device, threads=args.threads, write_every=args.write_every, friction_per_fs=args.friction,
                    bond_stretch=args.bond_stretch, min_distance=args.min_distance).validate()
     from ..calculator import resolve_run_dir
 
