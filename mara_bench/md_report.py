@@ -111,7 +111,8 @@ def stability_table(rep):
                     "median_drift_over_ekin_std": med("drift_over_ekin_std"),
                     "median_distance_w1_a": med("distance_w1_a"),
                     "max_rotation_jump_mev_atom": float(jumps.max()) if len(jumps) else math.nan,
-                    "failures": ", ".join(sorted({str(r).split(":")[0] for r in g["failure_reason"] if r})) or "-"})
+                    "failures": ", ".join(sorted({r.split(":")[0] for r in g["failure_reason"]
+                                                  if isinstance(r, str) and r})) or "-"})
         rows.append(row)
     return _order(pd.DataFrame(rows)).reset_index(drop=True)
 
@@ -129,7 +130,7 @@ def stability_markdown(table) -> str:
     for _, r in table.iterrows():
         lines.append(f"| {r['backbone']} | {r['mara']} | {r['ensemble']} | {r['temperature_k']:g} "
                      f"| {r['duration_ps']:g} (dt {r['timestep_fs']:g} fs) | {r['seeds']} | {r['stable']} "
-                     f"| {r['mean_time_ps']:.3f} | {f(r['median_drift_mev_atom_ps'], '+.3f')} "
+                     f"| {r['mean_time_ps']:.3f} | {f(r['median_drift_mev_atom_ps'], '+.2g')} "
                      f"| {f(r['median_drift_over_ekin_std'], '.2g')} | {f(r['median_distance_w1_a'], '.4f')} "
                      f"| {f(r['max_rotation_jump_mev_atom'], '.3g')} | {r['failures']} |")
     return "\n".join(lines) + (

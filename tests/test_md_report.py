@@ -40,6 +40,7 @@ def test_stability_table_pools_seeds_and_counts_failures(tmp_path):
             _fake_run(tmp_path, "pap0", "paper", 0, [(300, True, 0.02), (300, True, 0.03)]),
             tmp_path / "no_md_here"]
     rep = replica_frame(runs)
+    assert rep["failure_reason"].isna().sum() == 3  # None in JSON: NaN in the frame
     assert len(rep) == 6 and set(rep["group"]) == {"b/off", "b/paper"}
     t = stability_table(rep).set_index("mara")
     assert list(t.index) == ["off", "paper"]  # off first
@@ -47,6 +48,7 @@ def test_stability_table_pools_seeds_and_counts_failures(tmp_path):
     assert t.loc["off", "survival_fraction"] == pytest.approx(0.75)
     assert t.loc["off", "mean_time_ps"] == pytest.approx((0.05 + 0.01 + 0.05 + 0.05) / 4)
     assert t.loc["paper", "stable"] == "0/2" and t.loc["paper", "failures"] == "bond_stretch"
+    assert t.loc["off", "failures"] == "bond_stretch"  # the stable replicas (reason None) add nothing
     assert t.loc["paper", "max_rotation_jump_mev_atom"] == pytest.approx(0.5)
     assert t.loc["off", "duration_ps"] == pytest.approx(0.05)
     md = stability_markdown(stability_table(rep))
