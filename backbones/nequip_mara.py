@@ -115,10 +115,8 @@ class MaraTensorProduct(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         messages = self.tp(x, y, weight)
-        vectors = self.context.vectors
-        if vectors is None or vectors.shape[0] != messages.shape[0]:
-            raise RuntimeError("MARA wrapper called without this forward's edge vectors (use NequIPEnergyModel)")
-        gated, _ = self.mara(messages, vectors.to(messages.dtype))
+        vectors = self.context.require(messages.shape[0], messages.dtype, "NequIPEnergyModel")
+        gated, _ = self.mara(messages, vectors)
         return gated
 
 

@@ -59,9 +59,7 @@ class MaraPaiNNInteraction(torch.nn.Module):
         return torch.cat([dq.squeeze(1), dmu.reshape(dmu.shape[0], -1)], dim=-1)
 
     def forward(self, q, mu, Wij, dir_ij, idx_i, idx_j, n_atoms):
-        vectors = self.context.vectors
-        if vectors is None or vectors.shape[0] != Wij.shape[0]:
-            raise RuntimeError("MARA wrapper called without this forward's edge vectors (use PaiNNEnergyModel)")
+        vectors = self.context.require(Wij.shape[0], Wij.dtype, "PaiNNEnergyModel")
         m = self.messages(q, mu, Wij, dir_ij, idx_j)
         _, gates = self.mara(m, vectors.to(m.dtype))  # gates [E, 1]
         return self.interaction(q, mu, Wij * (1.0 + gates)[:, :, None], dir_ij, idx_i, idx_j, n_atoms)

@@ -255,13 +255,13 @@ def _finished_replica(stem: Path | None, key: dict) -> dict | None:
         saved = read_json(stem.with_suffix(".json"))
     except (OSError, ValueError):
         return None
-    if not isinstance(saved, dict) or saved.get("key") != json_roundtrip(key):
+    if not isinstance(saved, dict) or saved.get("key") != as_json(key):
         return None
     return {**saved["result"], "resumed": True}
 
 
-def json_roundtrip(obj):
-    """``obj`` as it reads back from JSON (tuples become lists, ...), for comparing with saved keys."""
+def as_json(obj):
+    """``obj`` as it reads back from JSON (tuples become lists, ...), for comparing with saved settings."""
     import json
 
     return json.loads(json.dumps(obj))

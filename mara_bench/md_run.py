@@ -71,14 +71,6 @@ class MDSettings:
         return FailureCriteria(bond_stretch=self.bond_stretch, min_distance=self.min_distance)
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 def finished_section(run_dir: str | os.PathLike, s: MDSettings) -> dict | None:
     """The ``md.json`` section of ``s.ensemble`` if it was run with exactly these settings, else None."""
     from .atomic import read_json
@@ -98,10 +90,12 @@ def finished_section(run_dir: str | os.PathLike, s: MDSettings) -> dict | None:
     want = {"checkpoint_sha256": checkpoint_fingerprint(ckpt) if ckpt.is_file() else None,"temperatures": [float(t) for t in s.temperatures], "steps": s.steps, "timestep_fs": s.timestep_fs,
             "replicas": s.replicas, "seed": s.seed, "write_every": s.write_every,
             "friction_per_fs": s.friction_per_fs, "dtype": dtype}
+    from .md import as_json
+
     got = sec["settings"]
-    if not all(_same(got.get(k), v) for k, v in want.items()):
+    if {k: got.get(k) for k in want} != as_json(want) or sec.get("criteria") != as_json(s.criteria().as_dict()):
         return None
-    return sec if _same(sec.get("criteria"), s.criteria().as_dict()) else None
+    return sec
 
 
 def checkpoint_fingerprint(path: Path) -> str:

@@ -34,3 +34,10 @@ class EdgeContext:
 
     def __init__(self) -> None:
         self.vectors: torch.Tensor | None = None
+
+    def require(self, n_edges: int, dtype: torch.dtype, model: str) -> torch.Tensor:
+        """This forward's edge vectors as ``dtype``; RuntimeError when a wrapper runs outside ``model``'s forward."""
+        v = self.vectors
+        if v is None or v.shape[0] != n_edges:
+            raise RuntimeError(f"MARA wrapper called without this forward's edge vectors (use {model})")
+        return v.to(dtype)

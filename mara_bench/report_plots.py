@@ -67,12 +67,19 @@ def force_error_cdf(runs, set_name: str = "test") -> bytes | None:
     return _png(fig)
 
 
-def parity(runs, set_name: str = "test") -> bytes | None:
-    """Force and energy parity, first seed of each group."""
+def _first_per_group(runs, usable) -> dict:
+    """{group: the first run of that group for which ``usable(run)``}."""
     chosen = {}
     for r in runs:
-        if r.predictions is not None and f"{set_name}__energy_pred" in r.predictions and r.group not in chosen:
+        if r.group not in chosen and usable(r):
             chosen[r.group] = r
+    return chosen
+
+
+def parity(runs, set_name: str = "test") -> bytes | None:
+    """Force and energy parity, first seed of each group."""
+    chosen = _first_per_group(runs, lambda r: r.predictions is not None
+                              and f"{set_name}__energy_pred" in r.predictions)
     if not chosen:
         return None
     plt = _plt()
@@ -125,10 +132,7 @@ def tail_bars(summary, set_name: str = "test") -> bytes | None:
 
 def gate_histograms(runs) -> bytes | None:
     """MARA gates vs edge length (2-D histogram, all blocks pooled), first seed of each MARA group."""
-    chosen = {}
-    for r in runs:
-        if r.gates is not None and r.group not in chosen:
-            chosen[r.group] = r
+    chosen = _first_per_group(runs, lambda r: r.gates is not None)
     if not chosen:
         return None
     plt = _plt()

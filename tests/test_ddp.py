@@ -15,6 +15,10 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 
+# checkpoint.save followed by a sleep of $SLOW_SAVE_S, so that a test can kill a run between two epochs
+SLOW_SAVE = ("import os, time; import mara_bench.checkpoint as C; _save = C.save; "
+             "C.save = lambda *a, **k: (_save(*a, **k), time.sleep(float(os.environ.get('SLOW_SAVE_S', '0'))))[0]")
+
 WORKER = textwrap.dedent("""
     import json, sys
     from pathlib import Path
@@ -28,14 +32,7 @@ WORKER = textwrap.dedent("""
 
     torch.set_num_threads(1)
     ddp.init("cpu")
-    import os, time
-    import mara_bench.checkpoint as C
-    _save = C.save
-    def slow_save(*a, **k):  # lets the test kill the run between two epochs
-        r = _save(*a, **k)
-        time.sleep(float(os.environ.get("SLOW_SAVE_S", "0")))
-        return r
-    C.save = slow_save
+    {slow_save}
     def graphs(n, seed):
         return [build_graph(a.numbers, a.positions, 4.0, energy=a.info["energy"], forces=a.arrays["forces"],
                             index=k) for k, a in enumerate(make_lj_frames(n, seed))]
@@ -60,7 +57,7 @@ WORKER = textwrap.dedent("""
 
 def worker_cmd(tmp_path, out, epochs, nproc):
     script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(tests=str(TESTS)))
+    script.write_text(WORKER.format(tests=str(TESTS), slow_save=SLOW_SAVE))
     if nproc == 1:
         return [sys.executable, str(script), str(out), str(epochs)]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
@@ -89,16 +86,10 @@ def test_two_gloo_processes_train_like_one(tmp_path):
 
 
 RUN = textwrap.dedent("""
-    import os, sys, time
+    import sys
     sys.path.insert(0, {tests!r})
     import tiny_backbone
-    import mara_bench.checkpoint as C
-    _save = C.save
-    def slow_save(*a, **k):  # lets the test kill the run between two epochs
-        r = _save(*a, **k)
-        time.sleep(float(os.environ.get("SLOW_SAVE_S", "0")))
-        return r
-    C.save = slow_save
+    {slow_save}
     tiny_backbone.register()
     from mara_bench.cli import main
     sys.exit(main(sys.argv[1:]))
@@ -115,7 +106,7 @@ def test_torchrun_mara_bench_run_resumes_and_matches_single_process(tmp_path):
 
     data = tiny_backbone.write_lj_extxyz(tmp_path / "lj.xyz", 40, seed=0)
     script = tmp_path / "run.py"
-    script.write_text(RUN.format(tests=str(TESTS)))
+    script.write_text(RUN.format(tests=str(TESTS), slow_save=SLOW_SAVE))
     args = ["run", "--backbone", "tiny", "--preset", "smoke", "--dataset", str(data), "--dtype", "float64", "--quiet",
             "--set", "train.max_epochs=4", "--output-dir", str(tmp_path / "ddp")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
