@@ -16,7 +16,9 @@ from typing import Any
 
 from .errors import UserError, did_you_mean, unknown
 
-MARA_VARIANTS = ("off", "paper", "control")
+# The ablation ladder, in the one order used everywhere (tables, plots, test kit, CLI defaults):
+# off (no gate) · scale (a learned constant gate per block) · control (invariant MLP gate) · paper (spherical attention)
+MARA_VARIANTS = ("off", "scale", "control", "paper")
 MARA_ALIASES = {"on": "paper"}
 PRESETS = ("smoke", "quick", "paper")
 DTYPES = ("float32", "float64")
@@ -25,6 +27,11 @@ _GRID_RE = re.compile(r"^(\d+)x(\d+)$")
 
 # fields that say *where* things are, not *what* is computed: not part of the run id hash
 _LOCATION_FIELDS = ("data_dir", "output_dir")
+
+
+def variant_rank(variant: str) -> int:
+    """Position of ``variant`` in :data:`MARA_VARIANTS` (unknown names last), for sorting."""
+    return MARA_VARIANTS.index(variant) if variant in MARA_VARIANTS else len(MARA_VARIANTS)
 
 
 def normalize_mara(value: str) -> str:

@@ -17,6 +17,13 @@
 ``MARA(D, variant="control")``: α_e = sigmoid(MLP([l=0 channels of m_e, Bessel radial basis of r_e])), exactly
 rotation invariant; a 2-hidden-layer SiLU MLP whose width is chosen so its parameter count matches ``paper``.
 
+``MARA(D, variant="scale")``: α = sigmoid(b), one learned scalar per module (so per interaction block), the same
+for every edge: the messages are multiplied by a learned constant 1 + α. ``b`` is drawn like the ``paper``
+readout's bias, U(−1/sqrt(K), 1/sqrt(K)); since the ``paper`` gate at initialisation is exactly sigmoid(readout bias)
+(its readout averages a fresh LayerNorm, which is 0), ``scale`` starts where ``paper`` starts. It separates "messages
+rescaled by ~1.5" from "attention": the spherical attention gets credit only when ``paper`` beats ``scale`` and
+``control``.
+
 Parameter count of ``paper`` (C = hidden, K = H·W): W_h D·C + C; W_f 2C; W_p 4C; three LayerNorms 6C; Q, K, V, O
 4C² + 4C; readout K + 1; total D·C + 4C² + 17C + K + 1 (135,745 for D = 4096, 332,353 for D = 10240).
 """
@@ -33,7 +40,7 @@ from torch import nn
 from .errors import UserError, unknown
 from .s2grid import grid_points, grid_weights
 
-VARIANTS = ("paper", "control")
+VARIANTS = ("scale", "control", "paper")  # the gated rungs of the ablation ladder (config.MARA_VARIANTS)
 RHO_EPS = 1e-12  # clamp of |u + d̂|² inside the sqrt of ρ (an angle of 1e-6 rad around the antipode)
 
 
@@ -114,6 +121,9 @@ class MARA(nn.Module):
             self.norm_attn = nn.LayerNorm(C)
             self.norm_out = nn.LayerNorm(C)
             self.readout = nn.Linear(K, 1)
+        elif variant == "scale":
+            bound = 1.0 / math.sqrt(K)  # nn.Linear(K, 1)'s bias init: the paper gate's initial value
+            self.gate_logit = nn.Parameter(torch.empty(1).uniform_(-bound, bound))
         else:
             idx, n_scalar = _scalar_index(scalar_slice, message_dim)
             if isinstance(idx, torch.Tensor):
@@ -129,6 +139,8 @@ class MARA(nn.Module):
     def extra_repr(self) -> str:
         H, W = self.grid_shape
         s = f"variant={self.variant}, message_dim={self.message_dim}, hidden={self.hidden}, grid={H}x{W}"
+        if self.variant == "scale":
+            return f"variant=scale, message_dim={self.message_dim}"
         return s + (f", heads={self.heads}" if self.variant == "paper" else f", mlp_width={self.mlp_width}")
 
     def _apply(self, fn, recurse=True):
@@ -157,6 +169,8 @@ class MARA(nn.Module):
         """α [E, 1] without touching ``last_gates``."""
         if self.variant == "control":
             return self._control_gates(m, d)
+        if self.variant == "scale":
+            return torch.sigmoid(self.gate_logit).expand(m.shape[0], 1)
         h, t = self.tokens(m, d)
         return self.gate_readout(h, self.attend(t))
 
@@ -298,5 +312,5 @@ def parameter_table(hidden: int = 32, grid: tuple[int, int] = (4, 8)) -> list[st
         total["paper"] += n_p
         total["control"] += n_c
         lines.append(f"  D={D:<6} paper {n_p:>9,}   control {n_c:>9,} (MLP width {control.mlp_width})   [{what}]")
-    lines.append(f"  2-layer MACE total: paper {total['paper']:,}, control {total['control']:,}")
+    lines.append(f"  2-layer MACE total: paper {total['paper']:,}, control {total['control']:,}, scale 2 (one per block)")
     return lines

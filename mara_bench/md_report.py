@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from .config import MARA_VARIANTS
+
 GROUP_KEYS = ("backbone", "mara", "ensemble", "temperature_k", "duration_ps", "timestep_fs")
-VARIANT_ORDER = {"off": 0, "paper": 1, "control": 2}
+VARIANT_ORDER = {v: k for k, v in enumerate(MARA_VARIANTS)}
 
 
 def _run_meta(run_dir: Path) -> dict[str, Any]:

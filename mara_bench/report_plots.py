@@ -10,13 +10,15 @@ from collections import defaultdict
 
 import numpy as np
 
+from .config import variant_rank
+
 MAX_POINTS = 20_000  # parity plots: seeded subsample
 
 
 def _order(label: str):
-    """Sort groups backbone first, then off, paper, control."""
+    """Sort groups backbone first, then variants in the ladder order (off, scale, control, paper)."""
     b, _, v = label.partition("/")
-    return (b, {"off": 0, "paper": 1, "control": 2}.get(v, 3), v)
+    return (b, variant_rank(v), v)
 
 
 def _plt():

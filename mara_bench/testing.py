@@ -8,12 +8,12 @@ Use it from a pytest file::
         backbone = "mybackbone"          # a registered name, or the Backbone class itself
         # optional: tolerances (see the class attributes below), model_overrides, preset
 
-Every test runs once per MARA variant (``off``, ``paper``, ``control``) on the backbone's ``smoke`` preset and on
+Every test runs once per MARA variant (``off``, ``scale``, ``control``, ``paper``) on the backbone's ``smoke`` preset and on
 tiny random molecules (H, C, O; built with :func:`mara_bench.graph.build_graph`), with a small stats object:
 
 * ``test_forces_are_energy_gradient`` — forces = -dE/dx against central finite differences (float64);
 * ``test_rotation_reflection`` — energy invariance / force equivariance under random rotations and a
-  reflection (float64): asserted for ``off`` and ``control``; measured and printed for ``paper`` (the published
+  reflection (float64): asserted for ``off``, ``scale`` and ``control``; measured and printed for ``paper`` (the published
   gate is only approximately invariant);
 * ``test_translation`` — exact translation invariance (all variants);
 * ``test_permutation`` — renumbering the atoms permutes the forces and keeps the energy;
@@ -40,9 +40,10 @@ import pytest
 import torch
 
 from .backbone import MaraOptions
+from .config import MARA_VARIANTS
 from .graph import FrameGraph, GraphBatch, build_graph, collate
 
-VARIANTS = ("off", "paper", "control")
+VARIANTS = MARA_VARIANTS  # off, scale, control, paper
 F64 = torch.float64
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .config import MARA_VARIANTS
 from .graph import GraphBatch
 from .timing import is_oom, peak_memory_of, summarize, throughput, time_call_cpu_ms, time_call_ms
 from .timing_systems import Molecule, load_molecule, make_batch, stats_for
@@ -94,7 +95,7 @@ def _call(v: Variant, mode: str, batch: GraphBatch, train_opts: dict[str, Any]):
 @dataclass
 class SweepSettings:
     backbone: str = "mace"
-    variants: tuple[str, ...] = ("off", "paper", "control")
+    variants: tuple[str, ...] = MARA_VARIANTS
     preset: str = "quick"
     device: str = "cpu"
     dtype: str = "float32"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,6 +63,36 @@ def test_forward_contract_cpu(variant, dtype):
     assert M.last_gates is not None and not M.last_gates.requires_grad
     assert torch.equal(M.last_gates, gates.detach())
     assert float(gates.detach().std()) > 1e-4  # the gate depends on the edge
+
+
+# --------------------------------------------------------------------------- scale (the ablation ladder's constant gate)
+def test_scale_is_one_learned_constant_per_module():
+    M = mara("scale", D=12, seed=3)
+    assert sum(p.numel() for p in M.parameters()) == 1
+    m, d = edges(E=40, D=12)
+    out, gates = M(m, d)
+    assert gates.shape == (40, 1) and bool((gates == gates[0]).all())  # the same α for every edge
+    assert torch.allclose(gates, torch.sigmoid(M.gate_logit).expand(40, 1))
+    assert torch.allclose(out, m * (1 + gates))
+    out.square().sum().backward()
+    assert M.gate_logit.grad is not None and float(M.gate_logit.grad.abs()) > 0  # it learns
+
+
+def test_scale_starts_where_paper_starts():
+    """paper's gate at initialisation is exactly sigmoid(readout bias) (a constant); scale draws its logit from the
+    same distribution, U(-1/sqrt(K), 1/sqrt(K))."""
+    m, d = edges(E=30, D=16)
+    K = 32
+    logits = []
+    for s in range(200):
+        torch.manual_seed(s)
+        P = MARA(16, "paper").to(F64)
+        _, g = P(m, d)
+        assert torch.allclose(g, torch.sigmoid(P.readout.bias).expand(30, 1), atol=1e-12)
+        torch.manual_seed(s)
+        logits.append(float(MARA(16, "scale").gate_logit))
+    bound = 1 / K**0.5
+    assert max(abs(x) for x in logits) <= bound and np.std(logits) > 0.5 * bound / 3**0.5
 
 
 def test_bad_inputs():

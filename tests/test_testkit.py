@@ -144,7 +144,7 @@ def test_kit_checks_gates_exist_for_mara_variants():
 def test_kit_stats_and_missing_backbone():
     s = KitStats()
     assert set(s.e0s) == set(s.elements) and s.avg_num_neighbors > 0
-    assert VARIANTS == ("off", "paper", "control")
+    assert VARIANTS == ("off", "scale", "control", "paper")
     with pytest.raises(TypeError, match="backbone"):
         BackboneTestKit.backbone_class()
 

@@ -24,7 +24,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 def add_model_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
     p.add_argument("--backbone", default="mace", help="backbone name (see 'mara_bench list')")
     if multi:
-        p.add_argument("--variants", "--mara", dest="variants", default="off,on,control",
+        p.add_argument("--variants", "--mara", dest="variants", default=",".join(MARA_VARIANTS),
                        help=f"comma-separated MARA variants: {MARA_CHOICES_HELP}")
     else:
         p.add_argument("--mara", default="off", help=f"MARA variant: {MARA_CHOICES_HELP}")

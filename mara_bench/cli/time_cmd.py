@@ -17,8 +17,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("time", help="time inference and training steps vs system size, with MARA overhead",
                        description=__doc__)
     p.add_argument("--backbone", default="mace", help="backbone name (see 'mara_bench list')")
-    p.add_argument("--mara", "--variants", dest="variants", default="off,on,control",
-                   help="comma-separated MARA variants: off, paper (= on), control (default off,on,control)")
+    p.add_argument("--mara", "--variants", dest="variants", default="off,scale,control,paper",
+                   help="comma-separated MARA variants: off, scale, control, paper (= on) (default all four)")
     p.add_argument("--preset", default="quick", help="smoke, quick or paper (default quick)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--dtype", default="float32", help="float32 or float64 (default float32)")
