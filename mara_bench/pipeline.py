@@ -177,7 +177,7 @@ def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
     from .atomic import atomic_write_json
     from .evaluate import evaluate_run
     from .results import check_same_config, is_complete, run_info, write_config
-    from .train import train
+    from .train import stage_of, train
 
     p = prepare(cfg)
     p.device = ddp.init(p.device)  # torchrun: join the process group (no-op in a single process)
@@ -221,7 +221,9 @@ def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
                      **{k: len(v) for k, v in p.test_graphs.items()}},
         "train": {"epochs": res.epochs, "best_epoch": res.best_epoch, "best_val_loss": res.best_val_loss,
                   "train_time_s": res.train_time_s, "stopped": res.stopped, "final_lr": res.final_lr,
-                  "resumed_from_epoch": res.resumed_from_epoch},
+                  "resumed_from_epoch": res.resumed_from_epoch,
+                  "best_stage": stage_of(p.train_opts, res.best_epoch - 1) if res.best_epoch >= 1 else None,
+                  "selection": "lowest validation loss within the last loss stage (stage two when it ran)"},
         **ev,
     }
     atomic_write_json(rd / "run_info.json", run_info(p.device, wall_time_s=wall, extra={

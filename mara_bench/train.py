@@ -4,7 +4,12 @@ loss = w_E · mean_graphs((ΔE / n_atoms)²) + w_F · mean_components(ΔF²), wi
 optional stage two (``stage2_start`` · max_epochs onwards: stage-two weights). Optimizer adam / amsgrad / adamw,
 ReduceLROnPlateau on the validation loss, an exponential moving average of the weights (validation, the best
 model and the final evaluation use the EMA weights), gradient-norm clipping, early stopping and a wall-time
-limit. The data order comes from a seeded ``torch.Generator`` whose state is checkpointed with everything else
+limit.
+
+Model selection rule: validation losses are only compared under the same loss weights. When stage two starts,
+best-state tracking, the plateau scheduler's memory (the learning rate itself is kept) and the early-stopping
+patience are reset, so the kept model is the epoch with the lowest validation loss *within the last stage that
+ran* — a stage-two epoch whenever stage two ran (as mace-torch does when its stage two starts). The data order comes from a seeded ``torch.Generator`` whose state is checkpointed with everything else
 after every epoch, so a run killed at any moment continues from its last finished epoch and ends with the same
 numbers as an uninterrupted run (tests/test_resume.py).
 """
@@ -27,7 +32,7 @@ from .errors import UserError
 from .graph import FrameGraph, GraphBatch, collate
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_energy_mae_mev_per_atom", "val_force_mae_mev_A", "lr",
-               "epoch_time_s")
+               "epoch_time_s", "stage")
 OPTIMIZERS = ("adam", "amsgrad", "adamw")
 SCHEDULERS = ("plateau", "none")
 
@@ -149,17 +154,29 @@ def validate(model, graphs, batch_size, dtype, device, we, wf) -> dict[str, floa
             "force_mae_mev_A": 1000 * af / n_c if n_c else math.nan}
 
 
-def _weights(o: dict[str, Any], epoch: int) -> tuple[float, float]:
+def stage2_epoch(o: dict[str, Any]) -> int | None:
+    """The 0-based epoch at which stage two starts, or None without stage two."""
     s2 = o.get("stage2_start")
-    if s2 is not None and epoch >= int(math.ceil(float(s2) * o["max_epochs"])):
+    return None if s2 is None else int(math.ceil(float(s2) * o["max_epochs"]))
+
+
+def stage_of(o: dict[str, Any], epoch: int) -> int:
+    """1 or 2: the loss stage of the 0-based ``epoch``."""
+    s2 = stage2_epoch(o)
+    return 2 if s2 is not None and epoch >= s2 else 1
+
+
+def _weights(o: dict[str, Any], epoch: int) -> tuple[float, float]:
+    if stage_of(o, epoch) == 2:
         return float(o["stage2_energy_weight"]), float(o["stage2_forces_weight"])
     return float(o["energy_weight"]), float(o["forces_weight"])
 
 
-def _write_log(path: Path, log: list[list[float]]) -> None:
+def _write_log(path: Path, log: list[list[float]], o: dict[str, Any]) -> None:
     lines = [",".join(LOG_COLUMNS)]
     for row in log:
-        lines.append(",".join([str(int(row[0]))] + [f"{float(v):.8g}" for v in row[1:]]))
+        lines.append(",".join([str(int(row[0]))] + [f"{float(v):.8g}" for v in row[1:7]]
+                              + [str(stage_of(o, int(row[0]) - 1))]))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -205,6 +222,13 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
     for epoch in epochs if stopped is None else []:
         t0 = time.perf_counter()
         we, wf = _weights(o, epoch)
+        if epoch > 0 and epoch == stage2_epoch(o):
+            # new loss weights: losses before and after are not comparable, so forget the stage-one best state,
+            # the scheduler's plateau memory (keeping the learning rate) and the early-stopping reference
+            best_val, best_epoch, best_state = math.inf, epoch, None
+            scheduler = make_scheduler(optimizer, o)
+            if ddp.is_main() and progress:
+                print(f"stage two from epoch {epoch + 1}: best-model tracking and the LR scheduler restart", flush=True)
         model.train()
         order = torch.randperm(len(train_graphs), generator=gen).tolist()
         n_batches = math.ceil(len(order) / o["batch_size"])
@@ -257,7 +281,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
         elif o.get("time_limit_s") is not None and train_time >= float(o["time_limit_s"]):
             stopped = "time_limit"
         if ddp.is_main():  # only rank 0 writes; the others wait so that a resume reads a complete checkpoint
-            _write_log(log_path, log)
+            _write_log(log_path, log, o)
             ckpt.save(ck_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
                       scheduler=None if scheduler is None else scheduler.state_dict(),
                       ema=None if ema is None else ema.state_dict(), rng=ckpt.rng_state(gen), epoch=epoch + 1,

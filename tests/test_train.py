@@ -16,7 +16,7 @@ from tiny_backbone import TinyPairModel, make_lj_frames  # noqa: E402
 from mara_bench.backbone import TRAIN_DEFAULTS  # noqa: E402
 from mara_bench.evaluate import evaluate_run, rotated_copy  # noqa: E402
 from mara_bench.graph import build_graph  # noqa: E402
-from mara_bench.train import TrainingDiverged, _weights, train  # noqa: E402
+from mara_bench.train import TrainingDiverged, _weights, stage_of, train  # noqa: E402
 
 
 def graphs(n, seed):
@@ -48,7 +48,7 @@ def test_training_reduces_loss_and_writes_log(data, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))
     assert len(rows) == 6 and res.epochs == 6 and res.stopped == "max_epochs"
     assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_energy_mae_mev_per_atom", "val_force_mae_mev_A",
-                            "lr", "epoch_time_s"}
+                            "lr", "epoch_time_s", "stage"}
     assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
     assert res.best_state is not None and 1 <= res.best_epoch <= 6
     assert (tmp_path / "checkpoint.pt").exists()
@@ -64,6 +64,46 @@ def test_stage_two_weights_and_early_stop_and_time_limit(data, tmp_path):
     res = train(model(), tr, va, opts(max_epochs=50, time_limit_s=1e-9), seed=0, dtype=torch.float64,
                 device="cpu", run_dir=tmp_path / "b", progress=False)
     assert res.stopped == "time_limit" and res.epochs == 1
+
+
+def test_stage_two_restarts_model_selection_and_scheduler(data, tmp_path):
+    """Stage-two weights 1000x larger make every stage-two validation loss larger than any stage-one loss. The kept
+    model must still come from stage two (losses are compared only under equal weights), and the jump in the loss
+    must not cut the learning rate (patience 0 would cut it at once if the scheduler remembered stage one)."""
+    tr, va, _ = data
+    o = opts(max_epochs=8, stage2_start=0.5, stage2_energy_weight=1000.0, stage2_forces_weight=1e6,
+             scheduler_patience=0, scheduler_factor=0.5, lr=0.002)
+    assert [stage_of(o, e) for e in range(8)] == [1, 1, 1, 1, 2, 2, 2, 2]
+    res = train(model(), tr, va, o, seed=0, dtype=torch.float64, device="cpu", run_dir=tmp_path, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))
+    val = [float(r["val_loss"]) for r in rows]
+    assert [int(r["stage"]) for r in rows] == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert min(val[4:]) > max(val[:4])  # the scale change the old rule tripped over
+    assert res.best_epoch >= 5, f"kept epoch {res.best_epoch} is from stage one"
+    assert res.best_val_loss == pytest.approx(min(val[4:]))
+    assert float(rows[4]["lr"]) == float(rows[3]["lr"]), "the loss jump at the switch cut the learning rate"
+    # killed right after the last stage-one epoch, then resumed: the same kept model
+    import mara_bench.train as train_mod
+
+    calls, real = [0], train_mod.validate
+
+    def dying_validate(*a, **k):
+        calls[0] += 1
+        if calls[0] == 5:  # the first stage-two validation: the checkpoint holds epoch 4
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    train_mod.validate = dying_validate
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(model(), tr, va, o, seed=0, dtype=torch.float64, device="cpu", run_dir=tmp_path / "r",
+                  progress=False)
+    finally:
+        train_mod.validate = real
+    again = train(model(), tr, va, o, seed=0, dtype=torch.float64, device="cpu", run_dir=tmp_path / "r",
+                  progress=False)
+    assert again.resumed_from_epoch == 4
+    assert (again.best_epoch, again.best_val_loss) == (res.best_epoch, res.best_val_loss)
 
 
 def test_nan_loss_stops_with_diagnostic_and_keeps_checkpoint(data, tmp_path):
