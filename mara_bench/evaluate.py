@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +34,7 @@ def predict(model: torch.nn.Module, graphs: list[FrameGraph], batch_size: int, d
     has_f = all(g.forces is not None for g in graphs)
     has_e = all(g.energy is not None for g in graphs)
     e_pred, f_pred = [], []
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     for s in tqdm(range(0, len(graphs), batch_size), desc=desc, leave=False, disable=not progress):
         batch = collate(graphs[s : s + batch_size], dtype=dtype).to(device)
         out = model(batch, compute_forces=has_f, training=False)
@@ -45,8 +47,13 @@ def predict(model: torch.nn.Module, graphs: list[FrameGraph], batch_size: int, d
             z = batch.numbers.cpu().numpy()
             gates.append([(g.detach().double().reshape(-1).cpu().numpy(), r, z[ei[0]], z[ei[1]])
                           for g in model.last_gates()])
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     counts = np.array([len(g.numbers) for g in graphs], dtype=np.int64)
     return {
+        # cost record (energy + forces, this batch size and device; gate bookkeeping included)
+        "timing": {"wall_s": wall, "process_cpu_s": cpu, "structures": len(graphs), "batch_size": batch_size,
+                   "ms_per_structure": 1000 * wall / max(len(graphs), 1),
+                   "cpu_ms_per_structure": 1000 * cpu / max(len(graphs), 1)},
         "energy_pred": np.concatenate(e_pred),
         "energy_ref": np.array([g.energy for g in graphs], dtype=np.float64) if has_e else None,
         "forces_pred": np.concatenate(f_pred) if has_f else None,
@@ -122,19 +129,22 @@ def evaluate_run(model: torch.nn.Module, test_graphs: dict[str, list[FrameGraph]
     sets = dict(test_graphs)
     if "test" in sets:
         sets["test_rotated"] = rotated_copy(sets["test"], seed=seed + 7919)
-    results, arrays, gate_records = {}, {}, ([] if mara else None)
+    results, arrays, gate_records, out_timing = {}, {}, ([] if mara else None), {}
     for name, graphs in sets.items():
         if not graphs:
             continue
         pred = predict(model, graphs, batch_size, dtype, device, gates=gate_records if name == "test" else None,
                        desc=f"eval {name}", progress=progress)
+        timing = pred.pop("timing")
         results[name] = all_metrics(pred)
+        if name == "test" or "inference" not in out_timing:
+            out_timing["inference"] = {"test_set": name, **timing}
         for k, v in pred.items():
             if v is not None:
                 arrays[f"{name}__{k}"] = v
     arrays["sets"] = np.array(list(results))
     _save_npz(run_dir / "predictions.npz", arrays)
-    out: dict[str, Any] = {"test_sets": results}
+    out: dict[str, Any] = {"test_sets": results, **out_timing}
     ref_set = "test" if "test" in sets else next(iter(sets))
     if all(g.forces is not None for g in sets[ref_set]):
         out["symmetry"] = equivariance(model, sets[ref_set], seed=seed, device=device)
