@@ -43,6 +43,12 @@ class MACEBackbone(Backbone):
         "every interaction block: MARA gates the per-edge conv_tp messages [E, D] before the scatter-sum over "
         "receivers (conv_tp wrapped; edge vectors tapped from MACE's spherical_harmonics input)"
     )
+    option_rules: ClassVar[dict[str, str]] = {
+        "r_max": "float>0", "num_bessel": "int>=1", "num_polynomial_cutoff": "int>=1", "max_ell": "int>=0",
+        "num_interactions": "int>=1", "hidden_irreps": "irreps", "correlation": "int>=1", "MLP_irreps": "irreps",
+        "radial_MLP": "list[int>=1]", "gate": "str", "interaction_first": "str", "interaction": "str",
+        "use_reduced_cg": "bool", "inter_scale": "'rms_forces' | float>0", "inter_shift": "'none' | 'mean' | float",
+    }
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
         # tiny: the whole smoke training takes seconds on one CPU core
         "smoke": {
@@ -101,7 +107,13 @@ class MACEBackbone(Backbone):
     }
 
     def build(self, model_options: dict[str, Any], stats, mara: MaraOptions | None = None, dtype=None):
+        import contextlib
+        import io
+
         import torch
+
+        with contextlib.redirect_stdout(io.StringIO()):  # mace prints a cuequivariance banner on import
+            import mace.tools.cg  # noqa: F401
         from mara_bench_backbones.mace_mara import MACEEnergyModel, attach_mara
 
         mara = mara or MaraOptions()

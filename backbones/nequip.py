@@ -18,6 +18,13 @@ class NequIPBackbone(Backbone):
     mara_placement: ClassVar[str] = (
         "every InteractionBlock: on the per-edge tensor-product messages (tp_scatter.tp output), "
         "before the scatter-sum to receivers")
+    option_rules: ClassVar[dict[str, str]] = {
+        "r_max": "float>0", "num_layers": "int>=1", "l_max": "int>=0", "parity": "bool",
+        "num_features": "int>=1 | list[int>=1]", "type_embed_num_features": "int>=1", "radial_mlp_depth": "int>=1",
+        "radial_mlp_width": "int>=1", "num_bessels": "int>=1", "polynomial_cutoff_p": "float>0",
+        "readout_mlp_hidden_layers_depth": "int>=0", "readout_mlp_hidden_layers_width": "int>=1",
+        "per_type_energy_scales_trainable": "bool", "per_type_energy_shifts_trainable": "bool",
+    }
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
         # seconds on a CPU: for tests and the backbone test kit
         "smoke": {

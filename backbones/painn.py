@@ -18,6 +18,11 @@ class PaiNNBackbone(Backbone):
     mara_placement: ClassVar[str] = (
         "every PaiNNInteraction: gates the per-edge scalar and vector messages (phi_s, phi_vs, phi_vv terms) "
         "before the neighbour sum, via the message filter W_ij (messages are linear in it)")
+    option_rules: ClassVar[dict[str, str]] = {
+        "r_max": "float>0", "n_atom_basis": "int>=1", "n_interactions": "int>=1", "n_rbf": "int>=1",
+        "radial_basis": "'bessel' | 'gaussian'", "shared_interactions": "bool", "shared_filters": "bool",
+        "head_layers": "int>=1",
+    }
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
         "smoke": {
             "model": {"r_max": 4.0, "n_atom_basis": 16, "n_interactions": 2, "n_rbf": 8},

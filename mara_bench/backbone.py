@@ -82,10 +82,22 @@ class Backbone:
     requires: ClassVar[tuple[str, ...]] = ()  # import names of the packages build() needs
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     mara_placement: ClassVar[str] = ""  # one line: where MARA attaches in this backbone
+    # model option -> rule for its value (see check_values), e.g. {"num_layers": "int>=1", "r_max": "float>0",
+    # "hidden_irreps": "irreps", "gate": "'silu' | 'tanh'"}; options without a rule must have the type their
+    # presets give them
+    option_rules: ClassVar[dict[str, str]] = {}
 
     def build(self, model_options: dict[str, Any], stats: DatasetStats, mara: MaraOptions,
               dtype: torch.dtype | None = None) -> EnergyModel:
         raise NotImplementedError
+
+    def check_options(self, model_options: dict[str, Any], where: str = "") -> None:
+        """Validate the values of ``model_options`` (the preset's model dict after ``--set`` overrides) before
+        anything is built or written. Raises a one-line UserError naming the option. The default checks
+        :attr:`option_rules` (and, for options without a rule, the type the presets give them); override it for
+        more (call ``super().check_options(...)`` first)."""
+        rules = {**inferred_rules(self.presets), **self.option_rules}
+        check_values(model_options, rules, where or f"backbone '{self.name}'")
 
     # helpers shared by all backbones ------------------------------------------------
     @classmethod
@@ -96,6 +108,105 @@ class Backbone:
             raise unknown(f"preset for backbone '{cls.name}'", name, cls.presets)
         p = cls.presets[name]
         return {"model": dict(p["model"]), "train": {**TRAIN_DEFAULTS, **p.get("train", {})}}
+
+
+# ------------------------------------------------------------------------------------------- option values
+_RULE_TEXT = {"int": "an integer", "float": "a number", "number": "a number", "bool": "true or false",
+              "str": "a string", "irreps": "e3nn irreps such as 16x0e+16x1o"}
+
+
+def inferred_rules(presets: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str]:
+    """A type rule per model option from the values the presets give it (int, number, bool, str, list)."""
+    kinds: dict[str, set[str]] = {}
+    for p in presets.values():
+        for k, v in (p.get("model") or {}).items():
+            kind = ("bool" if isinstance(v, bool) else "int" if isinstance(v, int) else "float"
+                    if isinstance(v, float) else "str" if isinstance(v, str) else "list" if isinstance(v, list)
+                    else None)
+            if kind is not None:
+                kinds.setdefault(k, set()).add(kind)
+    out = {}
+    for k, ks in kinds.items():
+        if ks <= {"int", "float"} and "float" in ks:
+            ks = {"float"}
+        out[k] = " | ".join(sorted(ks))
+    return out
+
+
+def _check_atom(value: Any, rule: str) -> bool:
+    import re
+
+    rule = rule.strip()
+    if len(rule) >= 2 and rule[0] == rule[-1] == "'":
+        return value == rule[1:-1]
+    if rule.startswith("list[") and rule.endswith("]"):
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(_check_atom(v, rule[5:-1]) for v in value)
+    if rule == "list":
+        return isinstance(value, (list, tuple))
+    if rule == "bool":
+        return isinstance(value, bool)
+    if rule == "str":
+        return isinstance(value, str)
+    if rule == "irreps":
+        if not isinstance(value, str) or not value.strip():
+            return False
+        try:
+            from e3nn import o3
+        except ImportError:  # cannot check without e3nn; the backbone's build will
+            return True
+        try:
+            return len(o3.Irreps(value)) > 0
+        except (ValueError, AssertionError):
+            return False
+    m = re.match(r"^(int|float|number)\s*(>=|>|<=|<)?\s*([-+0-9.eE]+)?$", rule)
+    if not m:
+        raise ValueError(f"bad option rule '{rule}'")
+    kind, op, bound = m.groups()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if kind == "int" and not isinstance(value, int):
+        return False
+    import math
+
+    if not math.isfinite(float(value)):
+        return False
+    if op:
+        b = float(bound)
+        return {">=": value >= b, ">": value > b, "<=": value <= b, "<": value < b}[op]
+    return True
+
+
+def describe_rule(rule: str) -> str:
+    parts = []
+    for atom in rule.split("|"):
+        atom = atom.strip()
+        if atom.startswith("list[") and atom.endswith("]"):
+            parts.append(f"a non-empty list of {describe_rule(atom[5:-1])}")
+            continue
+        head = atom.split(">")[0].split("<")[0].strip()
+        text = _RULE_TEXT.get(head, atom)
+        if head != atom and not atom.startswith("'"):
+            bound = atom[len(head):].strip()
+            op = bound.rstrip("-+0123456789.eE")
+            text += f" {op} {bound[len(op):].strip()}"
+        parts.append(text)
+    return " or ".join(parts)
+
+
+def check_values(options: dict[str, Any], rules: dict[str, str], where: str, prefix: str = "model") -> None:
+    """Check each option that has a rule. A rule is alternatives separated by '|', each one of: ``int``,
+    ``float``/``number`` (optionally with a bound: ``int>=1``, ``float>0``), ``bool``, ``str``, ``irreps`` (a
+    non-empty e3nn irreps string), ``list``, ``list[<rule>]`` or a quoted literal (``'rms_forces'``). One-line
+    UserError: '<where>: model.<name>=<value> is not valid: expected <...>'."""
+    from .errors import UserError
+
+    for name, rule in rules.items():
+        if name not in options:
+            continue
+        value = options[name]
+        if not any(_check_atom(value, atom) for atom in rule.split("|")):
+            raise UserError(f"{where}: {prefix}.{name}={value!r} is not valid: expected {describe_rule(rule)}; "
+                            f"fix it with --set {prefix}.{name}=<value>")
 
 
 def __getattr__(name: str):  # PEP 562: lazy re-export, keeps this module torch-free

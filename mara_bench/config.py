@@ -27,6 +27,8 @@ _GRID_RE = re.compile(r"^(\d+)x(\d+)$")
 
 # fields that say *where* things are, not *what* is computed: not part of the run id hash
 _LOCATION_FIELDS = ("data_dir", "output_dir")
+# keys a run's config.json records besides the RunConfig fields
+RECORDED_KEYS = ("run_id", "config_hash", "data_sha256")
 
 
 def variant_rank(variant: str) -> int:
@@ -70,7 +72,10 @@ class RunConfig:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """From a mapping of config keys; the keys a run's config.json records besides them (run_id,
+        config_hash, data_sha256) are ignored (check data_sha256 with datahash.changed_files)."""
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in RECORDED_KEYS}
         for k in d:
             if k not in names:
                 raise UserError(f"unknown config key '{k}'{did_you_mean(k, names)}; valid keys: {', '.join(sorted(names))}")
@@ -101,6 +106,7 @@ class RunConfig:
             raise unknown("device", self.device, DEVICES)
         if not isinstance(self.overrides, dict):
             raise UserError("config key 'overrides' must be a mapping of 'model.x'/'train.y' to values")
+        self.overrides = {k: coerce_number(v) for k, v in self.overrides.items()}
         for k in self.overrides:
             if not (isinstance(k, str) and k.split(".", 1)[0] in ("model", "train") and "." in k):
                 raise UserError(f"override key '{k}' must look like 'model.<name>' or 'train.<name>'")
@@ -111,13 +117,22 @@ class RunConfig:
         self.validate()
         return dataclasses.asdict(self)
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self, data_sha256: dict[str, str] | None = None) -> dict[str, Any]:
+        """What the result depends on. User files (``dataset``/``test`` paths) enter by their sha256 content
+        hash (``data_sha256``; pass the recorded one to rebuild a saved run's identity); named datasets are pinned
+        by their manifest, so their identity (and run id) holds no hash."""
         d = self.resolved()
         for k in _LOCATION_FIELDS:
             d.pop(k)
         if d["mara"] == "off":  # MARA options do not change an 'off' run
             for k in ("mara_grid", "mara_hidden", "mara_heads"):
                 d.pop(k)
+        if data_sha256 is None:
+            from .datahash import data_hashes
+
+            data_sha256 = data_hashes(self)
+        if data_sha256:
+            d["data_sha256"] = dict(sorted(data_sha256.items()))
         return d
 
     def config_hash(self) -> str:
@@ -141,7 +156,21 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
-    return key.strip(), value
+    return key.strip(), coerce_number(value)
+
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def coerce_number(value: Any) -> Any:
+    """A string written as a number becomes one: YAML 1.1 reads ``1e-5`` (no dot) as a string; every float
+    syntax (1e-5, 1E5, .5, +2.5e-3) is accepted here. Other values are returned unchanged."""
+    if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+        text = value.strip()
+        if re.match(r"^[+-]?\d+$", text):
+            return int(text)
+        return float(text)
+    return value
 
 
 def apply_overrides(section: dict[str, Any], overrides: dict[str, Any], prefix: str, where: str) -> dict[str, Any]:

@@ -22,3 +22,20 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
     """UserError for an unknown name of some kind, listing the valid choices."""
     choices = sorted(choices)
     return UserError(f"unknown {kind} '{name}'{did_you_mean(name, choices)}; choose from: {', '.join(choices)}")
+
+
+class DiskFull(UserError, OSError):
+    """A write failed because the disk (or quota) is full. Also an OSError, so code that tolerates a failed
+    optional write (e.g. a cache) keeps doing so; the CLI prints it on one line, exit 2."""
+
+
+class RunLocked(UserError):
+    """Another live process holds the run folder's lock (it is training into it)."""
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024.0
+    return f"{n:.1f} TiB"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,14 +82,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare(cfg) -> Prepared:
-    """Resolve backbone, preset, overrides, dataset, statistics and the output folder. Writes nothing."""
+def check_config(cfg) -> tuple[type, dict[str, Any], dict[str, Any]]:
+    """The cheap checks of a run (no data read, nothing written): backbone and its packages, preset, override
+    keys, train and model option values, dataset name or user files. Returns (backbone class, model options,
+    train options). Sweeps run it for every planned run before submitting any."""
     from . import registry
+    from .cli.common import check_names
     from .config import apply_overrides
-    from .results import check_output_dir, run_dir
     from .train import check_options
 
     cfg.validate()
+    check_names(cfg)
     cls = registry.get_backbone(cfg.backbone)
     missing = [m for m in getattr(cls, "requires", ()) if importlib.util.find_spec(m) is None]
     if missing:
@@ -99,8 +103,17 @@ def prepare(cfg) -> Prepared:
     model_opts = apply_overrides(preset["model"], cfg.overrides, "model", where)
     train_opts = apply_overrides(preset["train"], cfg.overrides, "train", where)
     check_options(train_opts, where)
+    cls().check_options(model_opts, where)  # option values (types, ranges, irreps) before anything is written
     if "r_max" not in model_opts:
         raise UserError(f"{where} has no model.r_max; the backbone's presets must define it")
+    return cls, model_opts, train_opts
+
+
+def prepare(cfg) -> Prepared:
+    """Resolve backbone, preset, overrides, dataset, statistics and the output folder. Writes nothing."""
+    from .results import check_output_dir, run_dir
+
+    cls, model_opts, train_opts = check_config(cfg)
     r_max = float(model_opts["r_max"])
     device = resolve_device(cfg.device)
     check_output_dir(cfg.output_dir)
@@ -168,13 +181,23 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
-    """Train and evaluate one configuration; return its run folder. Reuses a finished run unless ``force``."""
+def run_config(cfg, force: bool = False, progress: bool = True, on_start=None) -> Path:
+    """Train and evaluate one configuration; return its run folder. Reuses a finished run unless ``force``.
+
+    The run folder is locked for the whole run (one trainer per folder; a second process stops with RunLocked
+    naming the holder). ``on_start(run_dir)`` is called once the folder is locked and its config written."""
+    from .runlock import RunLock
+
+    with RunLock() as lock:
+        return _run_config(cfg, force, progress, on_start, lock)
+
+
+def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
     import torch
 
     from . import checkpoint as ckpt
     from . import ddp
-    from .atomic import atomic_write_json
+    from .atomic import atomic_write_json, nonfinite_to_null
     from .evaluate import evaluate_run
     from .results import check_same_config, is_complete, run_info, write_config
     from .train import stage_of, train
@@ -188,20 +211,28 @@ def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
     resuming = (rd / ckpt.NAME).exists() and not force
     if resuming:
         check_same_config(rd, cfg)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    apply_thread_env(p.device)
+    t_start = time.perf_counter()
+    model = build_model(p, dtype)  # before the folder exists: a model that cannot be built leaves nothing behind
+    params = count_parameters(model)
     if ddp.is_main():  # only rank 0 writes
+        lock.acquire(rd)  # one trainer per run folder (creates it); RunLocked names the live holder
+        if is_complete(rd) and not force:  # another process finished it while we prepared
+            print(f"already done: {rd} (use --force to re-run)")
+            return rd
+        if resuming:
+            check_same_config(rd, cfg)
         if force and rd.exists():
             for name in ("metrics.json", ckpt.NAME, "train_log.csv", "predictions.npz", "gates.npz", "run_info.json"):
                 (rd / name).unlink(missing_ok=True)
         rd.mkdir(parents=True, exist_ok=True)
         write_config(rd, cfg)
+        if on_start is not None:
+            on_start(rd)
     ddp.barrier()
 
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    apply_thread_env(p.device)
-    t_start = time.perf_counter()
-    model = build_model(p, dtype)
-    params = count_parameters(model)
     res = train(model, p.train_graphs, p.val_graphs, p.train_opts, seed=cfg.seed, dtype=dtype, device=p.device,
                 run_dir=rd, progress=progress)
     if not ddp.is_main():  # DDP: rank 0 evaluates and writes the results
@@ -227,8 +258,15 @@ def run_config(cfg, force: bool = False, progress: bool = True) -> Path:
         **ev,
     }
     atomic_write_json(rd / "run_info.json", run_info(p.device, wall_time_s=wall, extra={
-        "resumed_from_epoch": res.resumed_from_epoch, "model_options": p.model_opts, "train_options": p.train_opts}))
-    atomic_write_json(rd / "metrics.json", metrics)
+        "resumed_from_epoch": res.resumed_from_epoch, "model_options": p.model_opts, "train_options": p.train_opts}),
+        strict=True)
+    metrics, invalid = nonfinite_to_null(metrics)
+    if invalid:  # never written as if it were a result: null, with the reason
+        metrics["invalid_metrics"] = {k: f"{v}: not a result (non-finite predictions, labels or an empty set); "
+                                         "written as null" for k, v in invalid.items()}
+        print(f"warning: {len(invalid)} metric(s) of {cfg.run_id()} are not finite (e.g. {next(iter(invalid))}) "
+              "and are written as null; see metrics.json 'invalid_metrics'", file=sys.stderr)
+    atomic_write_json(rd / "metrics.json", metrics, strict=True)
     ddp.shutdown()
     print(f"run {cfg.run_id()} -> {rd}")
     print(summary_table(metrics))

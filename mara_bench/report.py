@@ -69,11 +69,47 @@ def find_runs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
         if c.resolve() not in seen:
             seen.add(c.resolve())
             out.append(c)
-    return out, unfinished
+    return [r.path for r in load_runs(out)], unfinished
+
+
+def _read_metrics(d: Path) -> dict | None:
+    """metrics.json of a run folder, or None (with one line on stderr naming it) when it is damaged."""
+    import json
+    import sys
+
+    f = d / "metrics.json"
+    try:
+        m = read_json(f)
+    except (OSError, ValueError) as e:
+        why = f"not valid JSON ({e.msg}, line {e.lineno})" if isinstance(e, json.JSONDecodeError) else e.strerror
+        print(f"warning: skipping run folder '{d}': {f.name} is {why}, truncated or damaged; re-run it with "
+              "--force or delete the folder", file=sys.stderr)
+        return None
+    if not isinstance(m, dict) or not isinstance(m.get("test_sets"), dict) or not m.get("run_id"):
+        print(f"warning: skipping run folder '{d}': {f.name} is not a mara_bench metrics file (no run_id/test_sets); "
+              "re-run it with --force or delete the folder", file=sys.stderr)
+        return None
+    return m
 
 
 def load_runs(run_dirs: list[Path]) -> list[RunData]:
-    return [RunData(Path(d), read_json(Path(d) / "metrics.json")) for d in run_dirs]
+    """The finished runs of ``run_dirs``: damaged folders are skipped with one line each; a run found in two
+    folders (a copied folder: same run id and config hash) is counted once."""
+    import sys
+
+    out, first = [], {}
+    for d in map(Path, run_dirs):
+        m = _read_metrics(d)
+        if m is None:
+            continue
+        key = (m.get("run_id"), m.get("config_hash"))
+        if key in first:
+            print(f"note: '{d}' holds the same run as '{first[key]}' ({m.get('run_id')}): counted once",
+                  file=sys.stderr)
+            continue
+        first[key] = d
+        out.append(RunData(d, m))
+    return out
 
 
 def summary_frame(runs: list[RunData]):

@@ -106,19 +106,34 @@ def write_config(path: Path, cfg) -> None:
     d = cfg.resolved()
     d["run_id"] = cfg.run_id()
     d["config_hash"] = cfg.config_hash()
+    hashes = cfg.identity().get("data_sha256")
+    if hashes:  # user files: the content the run was made from (a changed file must not resume this run)
+        d["data_sha256"] = hashes
     atomic_write_json(path / "config.json", d)
 
 
 def check_same_config(path: Path, cfg) -> None:
-    """Refuse to resume a run folder whose saved config differs (same id but e.g. a hash collision or edit)."""
+    """Refuse to resume a run folder whose saved config differs (same id but e.g. a hash collision or edit), or
+    whose user data files changed since it was made (naming the files)."""
     f = path / "config.json"
     if not f.exists():
         return
-    saved = read_json(f)
+    try:
+        saved = read_json(f)
+    except ValueError:
+        raise UserError(f"run folder '{path}': config.json is not valid JSON (damaged); delete the folder or use "
+                        "--force to restart the run") from None
     from .config import RunConfig
+    from .datahash import changed_files
 
-    saved_cfg = RunConfig.from_dict({k: v for k, v in saved.items() if k not in ("run_id", "config_hash")})
-    if saved_cfg.identity() != cfg.identity():
-        diff = sorted(k for k in cfg.identity() if saved_cfg.identity().get(k) != cfg.identity().get(k))
+    saved_cfg = RunConfig.from_dict(saved)
+    now = cfg.identity()
+    before = saved_cfg.identity(data_sha256=saved.get("data_sha256") or {})
+    if before != now:
+        diff = sorted(k for k in set(now) | set(before) if before.get(k) != now.get(k))
+        if diff == ["data_sha256"]:
+            raise UserError(f"run folder '{path}' was made from other data: {'; '.join(changed_files(cfg, saved.get('data_sha256') or {}))} "
+                            "changed since; its checkpoint and results do not belong to this file; restore the "
+                            "file, or delete the folder (or use --force) to train on the new data")
         raise UserError(f"run folder '{path}' holds a run with a different config (keys: {', '.join(diff)}); "
                         "delete the folder or use another --output-dir")

@@ -44,10 +44,15 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"sweep file '{p}' not found; pass a YAML file (see docs/scale.md)")
+    from .cli.common import yaml_error_line
+
     try:
-        doc = yaml.safe_load(p.read_text()) or {}
+        doc = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise UserError(f"sweep file '{p}' is not valid YAML ({str(e).splitlines()[0]})") from None
+        raise UserError(f"sweep file '{p}' is not valid YAML ({yaml_error_line(e)})") from None
+    if doc is None:
+        raise UserError(f"sweep file '{p}' is empty; list at least one key, e.g. 'backbones: [mace]' "
+                        "(see README, Sweeps)")
     if not isinstance(doc, dict):
         raise UserError(f"sweep file '{p}' must hold a mapping of keys (backbones, variants, ...)")
     return doc
@@ -100,6 +105,18 @@ def expand(doc: dict[str, Any], where: str = "sweep file", output_dir: str | Non
     return cfgs
 
 
+def check_runs(cfgs, where: str = "sweep file") -> None:
+    """Validate every planned run (names, presets, override keys and values, user files) before anything is
+    submitted: a bad entry is one UserError naming the run, not a job array of failures."""
+    from .pipeline import check_config
+
+    for cfg in cfgs:
+        try:
+            check_config(cfg)
+        except UserError as e:
+            raise UserError(f"{where}: run {cfg.run_id()}: {e}") from None
+
+
 # ------------------------------------------------------------------------------------------- one job
 class SweepJob(submitit.helpers.Checkpointable):
     """The callable every sweep job runs: ``run_config`` on one config, recording its state.
@@ -129,13 +146,19 @@ class SweepJob(submitit.helpers.Checkpointable):
         rd = run_dir(cfg)
         if is_complete(rd):
             return str(rd)
-        write_status(rd, "running")
+        from .errors import RunLocked
+
+        started = []
         try:
             from .pipeline import run_config
 
-            out = run_config(cfg, force=False, progress=False)
+            # 'running' once this job holds the run folder's lock (a second trainer stops with RunLocked)
+            out = run_config(cfg, force=False, progress=False,
+                             on_start=lambda d: (started.append(d), write_status(d, "running")))
+        except RunLocked:  # another live process trains this run: its status is its own, leave it
+            raise
         except BaseException as e:  # record, then let submitit see the failure
-            if not getattr(self, "_requeued", False):  # a requeue exits through SystemExit: not a failure
+            if (started or rd.exists()) and not getattr(self, "_requeued", False):  # requeue: SystemExit
                 write_status(rd, "failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             raise
         write_status(rd, "done")

@@ -38,7 +38,14 @@ SCHEDULERS = ("plateau", "none")
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN/inf; the last good checkpoint is kept."""
+    """The loss became NaN/inf; the last good checkpoint (if one was written) is kept."""
+
+
+def _kept(ck_path: Path) -> str:
+    """What a diverged run leaves behind, truthfully: the last checkpoint, or none yet."""
+    if ck_path.exists():
+        return f"the last good checkpoint (end of an earlier epoch) is kept in '{ck_path}'"
+    return "no checkpoint exists yet (this was the first epoch of the run), so there is nothing to resume"
 
 
 @dataclass
@@ -244,7 +251,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"training loss became {float(loss.detach())} at epoch {epoch + 1}, batch {b + 1} (lr "
-                        f"{optimizer.param_groups[0]['lr']:.3g}); the last good checkpoint is kept in '{ck_path}'; "
+                        f"{optimizer.param_groups[0]['lr']:.3g}); {_kept(ck_path)}; "
                         "lower train.lr (--set train.lr=...) or use --dtype float64")
                 loss.backward()
             ddp.allreduce_gradients(model, share)
@@ -260,8 +267,8 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
         total, count = ddp.all_reduce_sum([total, count])
         val = validate(eval_model, val_graphs, o["eval_batch_size"], dtype, device, we, wf)
         if not math.isfinite(val["loss"]):
-            raise TrainingDiverged(f"validation loss became {val['loss']} after epoch {epoch + 1}; the last good "
-                                   f"checkpoint is kept in '{ck_path}'; lower train.lr or use --dtype float64")
+            raise TrainingDiverged(f"validation loss became {val['loss']} after epoch {epoch + 1}; {_kept(ck_path)}; "
+                                   "lower train.lr or use --dtype float64")
         if scheduler is not None:
             scheduler.step(val["loss"])
         if val["loss"] < best_val:
@@ -281,12 +288,13 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
         elif o.get("time_limit_s") is not None and train_time >= float(o["time_limit_s"]):
             stopped = "time_limit"
         if ddp.is_main():  # only rank 0 writes; the others wait so that a resume reads a complete checkpoint
-            _write_log(log_path, log, o)
+            # the checkpoint first: the log never claims an epoch that a crash (e.g. a full disk) did not keep
             ckpt.save(ck_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
                       scheduler=None if scheduler is None else scheduler.state_dict(),
                       ema=None if ema is None else ema.state_dict(), rng=ckpt.rng_state(gen), epoch=epoch + 1,
                       best_val_loss=best_val, best_epoch=best_epoch, best_state=best_state, train_time_s=train_time,
                       log=log, stopped=stopped)
+            _write_log(log_path, log, o)
         ddp.barrier()
         if stopped is not None:
             break

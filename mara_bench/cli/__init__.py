@@ -17,8 +17,16 @@ from ..errors import UserError
 COMMANDS = ("run", "compare", "list", "report", "time", "md", "sweep")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument (``--seed abc``) prints one line naming it and where help is, exit 2
+    (argparse's default prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="mara_bench",
         description="Benchmark harness for ML force fields with and without the MARA adapter.",
         epilog="Run 'python -m mara_bench <command> --help' for a command's options.",

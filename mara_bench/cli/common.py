@@ -74,17 +74,40 @@ def check_names(cfg: RunConfig) -> None:
         raise unknown("backbone", cfg.backbone, backbone_entries())
     ds = str(cfg.dataset)
     if looks_like_path(ds):
-        if not os.path.isfile(ds):
-            raise UserError(f"dataset file '{ds}' not found; give an existing .xyz/.extxyz/.npz file or a dataset name")
+        check_user_file(ds, "--dataset")
     elif (family := ds.split(":", 1)[0]) not in dataset_entries():
         from ..errors import did_you_mean
 
         raise UserError(f"unknown dataset '{ds}'{did_you_mean(family, dataset_entries())}; dataset families: "
                         f"{', '.join(dataset_entries())} (or a path to an .xyz/.extxyz/.npz file)")
+    if cfg.test:
+        check_user_file(str(cfg.test), "--test")
+
+
+def check_user_file(name: str, flag: str) -> None:
+    """A user data file 'path[?key=value&...]': options valid, path an existing file (not a directory)."""
+    from ..data.userfile import split_options
+
+    base, _ = split_options(name)  # checks the ?options (unknown key, empty value, bad npz_keys)
+    if os.path.isdir(base):
+        raise UserError(f"{flag} '{base}' is a directory, not a file; give an .xyz/.extxyz/.npz file")
+    if not os.path.isfile(base):
+        raise UserError(f"{flag} file '{base}' not found; give an existing .xyz/.extxyz/.npz file"
+                        + (" or a dataset name" if flag == "--dataset" else ""))
 
 
 def looks_like_path(name: str) -> bool:
-    return os.sep in name or name.endswith((".xyz", ".extxyz", ".npz")) or os.path.exists(name)
+    base = name.split("?", 1)[0]
+    return os.sep in base or base.endswith((".xyz", ".extxyz", ".npz")) or os.path.exists(base)
+
+
+def yaml_error_line(e) -> str:
+    """'line 3, column 7: mapping values are not allowed here' from a yaml.YAMLError."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if mark is None:
+        return str(what)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
 
 
 def load_config_file(path: str) -> dict:
@@ -97,7 +120,7 @@ def load_config_file(path: str) -> dict:
     except OSError as e:
         raise UserError(f"cannot read config file '{path}': {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise UserError(f"config file '{path}' is not valid YAML/JSON: {str(e).splitlines()[0]}") from None
+        raise UserError(f"config file '{path}' is not valid YAML/JSON ({yaml_error_line(e)})") from None
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a mapping of config keys (e.g. backbone: mace)")
     data.pop("run_id", None)
@@ -131,6 +154,15 @@ def config_with_file(args: argparse.Namespace, mara: str | None, seed: int | Non
         base["seed"] = seed
     if base.get("data_dir") is None and os.environ.get("MARA_BENCH_DATA"):
         base["data_dir"] = os.environ["MARA_BENCH_DATA"]
+    recorded = base.pop("data_sha256", None)
     cfg = RunConfig.from_dict(base)
     check_names(cfg)
+    if recorded is not None:  # a run's config.json: the run was made from files with these hashes
+        from ..datahash import changed_files
+
+        changed = changed_files(cfg, recorded)
+        if changed:
+            raise UserError(f"config file '{args.config}' is of a run made from other data: {'; '.join(changed)} "
+                            "changed since; restore the file to resume that run, or remove 'data_sha256' from the "
+                            "config to train on the new data")
     return cfg

@@ -30,6 +30,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="failure when a starting bond exceeds this factor of its initial length (default 1.5)")
     p.add_argument("--min-distance", type=float, default=0.5, help="failure below this pair distance, Å (0.5)")
     p.add_argument("--output-dir", default="results", help="results folder holding the run (default results/)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="run MD on an unfinished run (no metrics.json: training stopped before its last epoch)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -44,6 +46,12 @@ def main(args: argparse.Namespace) -> int:
     from ..calculator import resolve_run_dir
 
     run_dir = resolve_run_dir(args.run, args.output_dir)
+    if not (run_dir / "metrics.json").is_file() and not args.allow_partial:
+        from ..errors import UserError
+
+        raise UserError(f"run '{run_dir}' is unfinished (no metrics.json: its training did not complete); finish it "
+                        "by re-running its 'mara_bench run' command, or pass --allow-partial to use its last "
+                        "checkpoint anyway")
     sec = md_for_run(run_dir, s, progress=not args.quiet)
     print(f"md ({args.ensemble}) for {run_dir.name}: {run_dir / 'md' / 'md.json'}")
     print("\n".join(summary_lines(sec)))

@@ -58,6 +58,7 @@ def main(args: argparse.Namespace) -> int:
                 print(f"    {state}: {rid}")
         return 0
     todo = [c for c in cfgs if c.run_id() not in st["done"] and c.run_id() not in st["running"]]
+    sw.check_runs(todo, where=f"sweep file '{args.file}'")  # every planned run, before anything is submitted
     folder = sw.sweep_folder(cfgs, name)
     print(f"sweep '{name}': {len(cfgs)} runs, {len(st['done'])} done, {len(st['running'])} running, "
           f"{len(todo)} to {'run' if not args.dry_run else 'submit'}")

@@ -89,10 +89,14 @@ class DatasetFamily:
 
     def file(self, relpath: str, data_dir=None) -> Path:
         """Local path of a dataset file; downloads it when allowed; else a UserError saying how to get it."""
+        entry = self.manifest.get("files", {}).get(relpath, {})
         found = find_file(relpath, data_dir)
         if found is not None:
+            from ..datahash import verify_manifest_file
+
+            # the manifest pins the file's content (an archive's sha256 is not its member's: not checked here)
+            verify_manifest_file(found, None if entry.get("extract") else entry.get("sha256"), self.name, relpath)
             return found
-        entry = self.manifest.get("files", {}).get(relpath, {})
         if download_allowed() and entry.get("url"):
             from .download import ensure_file
 

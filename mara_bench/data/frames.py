@@ -6,6 +6,7 @@ Units are eV, Å, eV/Å; conversion happens in the readers, never here.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,7 +170,106 @@ def check_frames(frames: Frames, where: str, require_forces: bool = False, requi
                             "remove or fix that frame")
     if np.any(frames.numbers < 1) or np.any(frames.numbers > 118):
         raise UserError(f"{where}: atomic numbers must be in 1..118; found {sorted(set(frames.numbers.tolist()))[:5]}")
+    check_geometry(frames, where)
     return frames
+
+
+# geometry limits (Å): closer than MIN_DISTANCE = two atoms on one site; beyond MAX_COORD = not a coordinate in Å;
+# a molecule (non-periodic frame) spans at most max(MIN_SPAN_LIMIT, SPAN_PER_ATOM * atoms)
+MIN_DISTANCE = 0.1
+MAX_COORD = 1.0e4
+MIN_SPAN_LIMIT = 100.0
+SPAN_PER_ATOM = 10.0
+_VALIDATED: set[str] = set()
+
+
+def _frame_of_atom(frames: Frames, atom: int) -> int:
+    return int(np.searchsorted(frames.ptr, atom, side="right") - 1)
+
+
+def _closest_pair(pos: np.ndarray) -> tuple[float, int, int]:
+    """(distance, i, j) of the closest pair of one frame's atoms (i < j); (inf, -1, -1) below two atoms."""
+    n = len(pos)
+    if n < 2:
+        return math.inf, -1, -1
+    if n > 64:
+        from scipy.spatial import cKDTree
+
+        pairs = cKDTree(pos).query_pairs(MIN_DISTANCE, output_type="ndarray")
+        if len(pairs) == 0:
+            return math.inf, -1, -1
+        d = np.linalg.norm(pos[pairs[:, 0]] - pos[pairs[:, 1]], axis=1)
+        k = int(np.argmin(d))
+        return float(d[k]), int(pairs[k, 0]), int(pairs[k, 1])
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.diag(np.full(n, np.inf))
+    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+    return float(d[i, j]), int(min(i, j)), int(max(i, j))
+
+
+def check_geometry(frames: Frames, where: str) -> None:
+    """Refuse frames whose geometry cannot be a structure: coordinates beyond 1e4 Å, two atoms closer than 0.1 Å
+    (coincident), or a molecule (non-periodic frame) spread wider than max(100 Å, 10 Å per atom). One-line
+    UserError naming ``where``, the frame (0-based, in file order) and the atoms. A checked content hash is
+    remembered for the process, so reloading the same data costs nothing."""
+    if len(frames) == 0:
+        return
+    key = frames.content_hash()
+    if key in _VALIDATED:
+        return
+    pos = frames.positions
+    big = np.abs(pos).max(axis=1) > MAX_COORD
+    if big.any():
+        a = int(np.argmax(big))
+        f = _frame_of_atom(frames, a)
+        raise UserError(f"{where}: frame {f}: atom {a - int(frames.ptr[f])} has an absurd coordinate "
+                        f"({np.abs(pos[a]).max():.3g} Å, limit {MAX_COORD:g} Å); the frame is corrupt or not in Å; "
+                        "remove or fix that frame")
+    counts = frames.n_atoms
+    molecular = ~frames.pbc.any(axis=1)
+    # closest pair per frame: equal-size small frames at once (chunked), larger ones one by one
+    small = counts <= 64
+    for n in np.unique(counts[small]):
+        if n < 2:
+            continue
+        idx = np.nonzero(small & (counts == n))[0]
+        for chunk in np.array_split(idx, len(idx) * int(n) * int(n) // 2_000_000 + 1):
+            if not len(chunk):
+                continue
+            p = np.stack([pos[frames.ptr[i]:frames.ptr[i + 1]] for i in chunk])
+            d = np.linalg.norm(p[:, :, None, :] - p[:, None, :, :], axis=-1)
+            d[:, np.arange(n), np.arange(n)] = np.inf
+            dmin = d.reshape(len(chunk), -1).min(axis=1)
+            bad = np.nonzero(dmin < MIN_DISTANCE)[0]
+            if len(bad):
+                _coincident(frames, where, int(chunk[bad[0]]))
+            span = np.linalg.norm(p.max(axis=1) - p.min(axis=1), axis=-1)
+            limit = max(MIN_SPAN_LIMIT, SPAN_PER_ATOM * int(n))
+            far = np.nonzero((span > limit) & molecular[chunk])[0]
+            if len(far):
+                _too_wide(frames, where, int(chunk[far[0]]), float(span[far[0]]), limit)
+    for i in np.nonzero(~small)[0]:
+        p = pos[frames.ptr[i]:frames.ptr[i + 1]]
+        if _closest_pair(p)[0] < MIN_DISTANCE:
+            _coincident(frames, where, int(i))
+        span = float(np.linalg.norm(p.max(axis=0) - p.min(axis=0)))
+        limit = max(MIN_SPAN_LIMIT, SPAN_PER_ATOM * int(counts[i]))
+        if molecular[i] and span > limit:
+            _too_wide(frames, where, int(i), span, limit)
+    _VALIDATED.add(key)
+
+
+def _coincident(frames: Frames, where: str, f: int) -> None:
+    p = frames.positions[frames.ptr[f]:frames.ptr[f + 1]]
+    d, i, j = _closest_pair(p)
+    z = frames.numbers[frames.ptr[f]:frames.ptr[f + 1]]
+    raise UserError(f"{where}: frame {f}: atoms {i} and {j} (Z={z[i]}, Z={z[j]}) are {d:.3g} Å apart (coincident "
+                    f"atoms; minimum {MIN_DISTANCE} Å); remove or fix that frame")
+
+
+def _too_wide(frames: Frames, where: str, f: int, span: float, limit: float) -> None:
+    raise UserError(f"{where}: frame {f}: its {int(frames.n_atoms[f])} atoms span {span:.4g} Å, more than a "
+                    f"molecule of that size can (limit {limit:g} Å; an atom is far from the others); remove or fix "
+                    "that frame, or give it a cell with pbc if it is periodic")
 
 
 @dataclass

@@ -28,6 +28,8 @@ NPZ_HELP = "; ".join(f"{k}: {'/'.join(v[:4])} ({v[4]})" for k, v in NPZ_CONVENTI
 
 
 def _missing(path: Path) -> UserError:
+    if path.is_dir():
+        return UserError(f"dataset path {path} is a directory, not a file; give an .xyz/.extxyz/.npz file")
     return UserError(f"dataset file not found: {path}; check the path, or set MARA_BENCH_DATA to the data folder")
 
 
@@ -122,7 +124,12 @@ def read_extxyz(path, energy_key: str = "energy", forces_key: str = "forces", en
     try:
         images = read(str(path), index=":", format="extxyz")
     except Exception as exc:  # ASE raises many types on malformed text
-        raise UserError(f"{path}: cannot parse as extxyz ({type(exc).__name__}: {str(exc)[:80]}); "
+        where = _locate_xyz_problem(path)
+        if where:
+            raise UserError(f"{path}: {where}; fix that frame (extxyz: a line with the atom count, a comment "
+                            "line, then one line per atom)") from None
+        msg = " ".join(str(exc).split())
+        raise UserError(f"{path}: cannot parse as extxyz ({type(exc).__name__}: {msg[:300]}); "
                         "check the file (ASE extxyz conventions)") from None
     if not images:
         raise UserError(f"{path}: no frames found; check that the file is a non-empty extxyz file")
@@ -139,14 +146,27 @@ def read_extxyz(path, energy_key: str = "energy", forces_key: str = "forces", en
             if f.shape != (len(at), 3):
                 raise UserError(f"{path}: frame {i}: '{forces_key}' has shape {f.shape}, expected ({len(at)}, 3)")
             forces.append(f)
-    first = images[0]
-    found = sorted(set(first.info) | set(getattr(first.calc, "results", {}) or {}) | set(first.arrays))
+    def keys_of(at) -> str:
+        keys = set(at.info) | set(getattr(at.calc, "results", {}) or {}) | set(at.arrays)
+        return ", ".join(sorted(keys - {"numbers", "positions"})) or "none besides numbers, positions"
+
     if missing_e and (require_energy or len(missing_e) < len(images)):
-        raise UserError(f"{path}: frame {missing_e[0]} has no energy '{energy_key}' (keys found: {', '.join(found)}); "
-                        f"set energy_key=<name>, e.g. '{path.name}?energy_key=REF_energy'")
+        k = missing_e[0]
+        if len(missing_e) < len(images):  # the key is right (other frames have it): this frame lacks it
+            raise UserError(f"{path}: frame {k} has no energy '{energy_key}' although {len(images) - len(missing_e)} "
+                            f"other frames have one (keys of frame {k}: {keys_of(images[k])}); add the energy to "
+                            f"that frame or remove it")
+        raise UserError(f"{path}: frame {k} has no energy '{energy_key}' (keys of frame {k}: {keys_of(images[k])}); "
+                        f"name the right key with energy_key=<name>, e.g. '{path.name}?energy_key=REF_energy'")
     if missing_f and (require_forces or len(missing_f) < len(images)):
-        raise UserError(f"{path}: frame {missing_f[0]} has no forces '{forces_key}' (keys found: {', '.join(found)}) "
-                        f"but forces are required; set forces_key=<name>, e.g. '{path.name}?forces_key=REF_forces'")
+        k = missing_f[0]
+        if len(missing_f) < len(images):
+            raise UserError(f"{path}: frame {k} has no forces '{forces_key}' although {len(images) - len(missing_f)} "
+                            f"other frames have them (keys of frame {k}: {keys_of(images[k])}); add forces to that "
+                            "frame or remove it")
+        raise UserError(f"{path}: frame {k} has no forces '{forces_key}' (keys of frame {k}: {keys_of(images[k])}) "
+                        f"but forces are required; name the right key with forces_key=<name>, e.g. "
+                        f"'{path.name}?forces_key=REF_forces'")
     counts = np.array([len(a) for a in images], dtype=np.int64)
     frames = Frames(
         numbers=np.concatenate([a.numbers for a in images]),
@@ -159,6 +179,37 @@ def read_extxyz(path, energy_key: str = "energy", forces_key: str = "forces", en
         info={"source_index": np.arange(len(images))},
     )
     return frames, {"source_energy_unit": energy_unit, "energy_key": energy_key, "forces_key": forces_key}
+
+
+def _locate_xyz_problem(path: Path) -> str | None:
+    """Walk an xyz file frame by frame (count line, comment, atom lines) and describe the first frame whose
+    structure is broken, e.g. 'frame 2 (line 13): the count line says 7 atoms but line 20 is not an atom line'."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    i, frame = 0, 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        try:
+            n = int(lines[i].split()[0])
+        except ValueError:
+            return (f"frame {frame} (line {i + 1}): expected an atom-count line, got '{lines[i].strip()[:40]}' "
+                    f"(the previous frame has more atom lines than its count line says)")
+        for k in range(n):
+            ln = i + 2 + k
+            if ln >= len(lines):
+                return (f"frame {frame} (line {i + 1}): the count line says {n} atoms but the file ends after "
+                        f"{max(0, len(lines) - i - 2)} atom lines")
+            parts = lines[ln].split()
+            if len(parts) < 4 or not parts[0][:1].isalpha():
+                return (f"frame {frame} (line {i + 1}): the count line says {n} atoms but line {ln + 1} is not an "
+                        f"atom line ('{lines[ln].strip()[:40]}'); the frame has {k} atoms")
+        i += n + 2
+        frame += 1
+    return None
 
 
 def read_isolated_atoms(path, energy_key: str = "energy", energy_unit: str = "eV") -> dict[int, float]:

@@ -61,6 +61,13 @@ def load_user_dataset(name: str, split: int = 1, test=None) -> Dataset:
     if isinstance(split, bool) or not isinstance(split, int) or split < 1:
         raise UserError(f"split must be a positive integer (it seeds the split of user files), got {split!r}")
     frames, details = read_user_file(name)
+    need = 3 if test is None else 2
+    if len(frames) < need:
+        parts = "train/val/test" if test is None else "train/val (the test set is --test)"
+        fix = ("add frames, or give a separate test file with --test FILE (then 2 frames suffice)" if test is None
+               else "add frames")
+        raise UserError(f"{details['path']}: {len(frames)} frame(s), but a user file needs at least {need} to be split "
+                        f"into {parts}; {fix}")
     meta = {"family": "file", "member": details["path"], "source": details, "level_of_theory": "unknown (user file)",
             "source_units": {"positions": "Å", "energy": details.get("source_energy_unit", "eV"),
                              "forces": f"{details.get('source_energy_unit', 'eV')}/Å"},
