@@ -1,17 +1,26 @@
-"""Graphs: neighbour lists within r_max and the backbone-agnostic :class:`GraphBatch`.
+"""Graphs: neighbour lists within r_max, and the graph types, which are torch-geometric's.
 
-Edge convention (identical to MACE's): ``edge_index[0]`` is the **sender** j, ``edge_index[1]`` the
-**receiver** i; messages flow j -> i and are summed at i. ``shifts`` are Cartesian periodic shifts so that
-``vector_e = positions[receiver] - positions[sender] + shifts`` (see :meth:`GraphBatch.edge_vectors`).
-MARA's spec uses d_e = p_j - p_i = ``-vector_e``; backbone adapters pass that.
+* :class:`FrameGraph` — one structure with its neighbour list in numpy (what the dataset layer caches).
+* :class:`MaraData` — one structure as a ``torch_geometric.data.Data`` (``FrameGraph.to_data()``).
+* :data:`GraphBatch` — a batch of them: exactly the class PyG's own collation
+  (``Batch.from_data_list`` / ``torch_geometric.loader.DataLoader``) makes for ``MaraData``, so PyG's API
+  (``to_data_list()``, ``batch.batch``, ``batch.ptr``, transforms) works on it, and so does mara_bench's
+  (``positions``/``numbers`` = PyG's ``pos``/``z``, ``edge_vectors``, ``num_atoms``, ``to(device, dtype)``).
+
+Edge convention (identical to MACE's and to PyG's ``source_to_target`` flow): ``edge_index[0]`` is the **sender**
+j, ``edge_index[1]`` the **receiver** i; messages flow j -> i and are summed at i. ``shifts`` are Cartesian
+periodic shifts so that ``vector_e = positions[receiver] - positions[sender] + shifts``
+(see :meth:`MaraData.edge_vectors`). MARA's spec uses d_e = p_j - p_i = ``-vector_e``; backbone adapters pass that.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch_geometric.data import Batch, Data
 
 
 def neighbor_list(
@@ -67,6 +76,22 @@ class FrameGraph:
     forces: np.ndarray | None = None  # [n, 3] eV/Å
     index: int = 0  # frame index within its split
 
+    def to_data(self) -> MaraData:
+        """This frame as a :class:`MaraData` (float64; the tensors share memory with the numpy arrays)."""
+        d = {"pos": torch.from_numpy(np.ascontiguousarray(self.positions, dtype=np.float64)),
+             "z": torch.from_numpy(np.ascontiguousarray(self.numbers, dtype=np.int64)),
+             "edge_index": torch.from_numpy(np.ascontiguousarray(self.edge_index, dtype=np.int64)),
+             "shifts": torch.from_numpy(np.ascontiguousarray(self.shifts, dtype=np.float64)),
+             "unit_shifts": torch.from_numpy(np.ascontiguousarray(self.unit_shifts, dtype=np.int64)),
+             "cell": torch.from_numpy(np.ascontiguousarray(self.cell, dtype=np.float64)),
+             "pbc": torch.from_numpy(np.ascontiguousarray(self.pbc, dtype=bool)),
+             "frame_index": torch.tensor(int(self.index))}
+        if self.energy is not None:
+            d["energy"] = torch.tensor(float(self.energy), dtype=torch.float64)
+        if self.forces is not None:
+            d["forces"] = torch.from_numpy(np.ascontiguousarray(self.forces, dtype=np.float64))
+        return MaraData.from_dict(d)
+
 
 def build_graph(numbers, positions, r_max, cell=None, pbc=None, energy=None, forces=None, index=0) -> FrameGraph:
     pbc_arr = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(3)
@@ -86,77 +111,114 @@ def build_graph(numbers, positions, r_max, cell=None, pbc=None, energy=None, for
     )
 
 
-@dataclass
-class GraphBatch:
-    """A batch of structures as one disjoint graph (torch tensors). Built by :func:`collate`."""
+# ---------------------------------------------------------------------------------------------- PyG types
+_STACKED = frozenset({"cell", "pbc", "energy", "frame_index"})  # one per structure: stacked on a new dim 0
+_ALIASES = {"positions": "pos", "numbers": "z"}  # mara_bench name -> PyG name
 
-    positions: torch.Tensor  # [N, 3]
-    numbers: torch.Tensor  # [N] long
-    batch: torch.Tensor  # [N] long, graph index of each atom
-    ptr: torch.Tensor  # [G + 1] long
-    edge_index: torch.Tensor  # [2, E] long (sender, receiver)
-    shifts: torch.Tensor  # [E, 3]
-    unit_shifts: torch.Tensor  # [E, 3]
-    cell: torch.Tensor  # [G, 3, 3]
-    pbc: torch.Tensor  # [G, 3] bool
-    energy: torch.Tensor | None  # [G] eV
-    forces: torch.Tensor | None  # [N, 3] eV/Å
-    frame_index: torch.Tensor  # [G] long
 
-    @property
-    def num_graphs(self) -> int:
-        return int(self.ptr.numel() - 1)
+def _alias(pyg_name: str, doc: str) -> property:
+    def get(self):
+        return self[pyg_name] if pyg_name in self._store else None
+
+    def set(self, value):
+        self[pyg_name] = value
+
+    return property(get, set, doc=doc)
+
+
+def _optional(name: str, doc: str) -> property:
+    """An attribute that reads as None when absent (labels: not every dataset has energies/forces)."""
+    def get(self):
+        return self[name] if name in self._store else None
+
+    def set(self, value):
+        self[name] = value  # None removes it (PyG storage semantics)
+
+    return property(get, set, doc=doc)
+
+
+class MaraData(Data):
+    """One structure as a ``torch_geometric.data.Data`` (usually made by :meth:`FrameGraph.to_data`).
+
+    Attributes (PyG names; mara_bench aliases in brackets): ``pos`` [n, 3] Å (``positions``), ``z`` [n] long
+    (``numbers``), ``edge_index`` [2, e] (sender, receiver), ``shifts`` [e, 3] Å, ``unit_shifts`` [e, 3] long,
+    ``cell`` [3, 3] Å, ``pbc`` [3] bool, ``frame_index`` (0-dim long), and when labelled ``energy`` (0-dim, eV) and
+    ``forces`` [n, 3] eV/Å. Batching (PyG's collation) concatenates the per-atom and per-edge tensors, offsets
+    ``edge_index`` by the atoms before it, and stacks the per-structure ones (``cell`` -> [G, 3, 3], ``energy`` -> [G]).
+    """
+
+    positions = _alias("pos", "[N, 3] positions (Å); PyG's ``pos``")
+    numbers = _alias("z", "[N] atomic numbers; PyG's ``z``")
+    energy = _optional("energy", "[G] (batch) or 0-dim (frame) energy in eV; None when unlabelled")
+    forces = _optional("forces", "[N, 3] forces in eV/Å; None when unlabelled")
+
+    def __cat_dim__(self, key, value, *args, **kwargs):
+        if key in _STACKED:
+            return None
+        return super().__cat_dim__(key, value, *args, **kwargs)
+
+    def __inc__(self, key, value, *args, **kwargs):
+        if key == "frame_index":  # an index into the split, not into the atoms
+            return 0
+        return super().__inc__(key, value, *args, **kwargs)
 
     @property
     def num_atoms(self) -> torch.Tensor:
-        return self.ptr[1:] - self.ptr[:-1]
+        """[G] atoms per structure (a one-element tensor for a single frame)."""
+        ptr = self["ptr"] if "ptr" in self._store else None
+        if ptr is None:
+            return torch.tensor([int(self.num_nodes)], device=self.pos.device)
+        return ptr[1:] - ptr[:-1]
 
     def edge_vectors(self, positions: torch.Tensor | None = None) -> torch.Tensor:
         """receiver - sender + shift, [E, 3]; pass the positions tensor you differentiate."""
-        pos = self.positions if positions is None else positions
+        pos = self.pos if positions is None else positions
         return pos[self.edge_index[1]] - pos[self.edge_index[0]] + self.shifts
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> GraphBatch:
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, torch.Tensor):
-                if v.is_floating_point() and dtype is not None:
-                    v = v.to(device=device, dtype=dtype)
-                else:
-                    v = v.to(device=device)
-            out[f.name] = v
-        return GraphBatch(**out)
+    def to(self, device=None, *args, dtype: torch.dtype | None = None, non_blocking: bool = False):
+        """A copy on ``device`` with floating tensors as ``dtype`` (integer/bool tensors keep theirs).
 
-    def clone(self) -> GraphBatch:
-        return GraphBatch(**{f.name: (v.clone() if isinstance(v := getattr(self, f.name), torch.Tensor) else v)
-                             for f in fields(self)})
+        Unlike PyG's in-place ``Data.to``, ``self`` is left unchanged (mara_bench code reuses batches). Accepts
+        PyG's form ``to(device, *attrs)`` and mara_bench's ``to(device, dtype)``.
+        """
+        attrs = [a for a in args if isinstance(a, str)]
+        dts = [a for a in args if isinstance(a, torch.dtype)]
+        if len(attrs) + len(dts) != len(args) or len(dts) > 1 or (dts and dtype is not None):
+            raise TypeError(f"to(device, *attribute names | dtype): got {args!r}")
+        if isinstance(device, torch.dtype):  # to(torch.float32)
+            device, dtype = None, device
+        dtype = dtype if dtype is not None else (dts[0] if dts else None)
+
+        def move(x: torch.Tensor) -> torch.Tensor:
+            if dtype is not None and x.is_floating_point():
+                return x.to(device=device, dtype=dtype, non_blocking=non_blocking)
+            return x.to(device=device, non_blocking=non_blocking) if device is not None else x
+
+        return copy.copy(self).apply(move, *attrs)
+
+
+def _batch_class() -> type:
+    """The class PyG's collation creates for batches of :class:`MaraData` (PyG registers it once, so
+    ``Batch.from_data_list`` and ``torch_geometric.loader.DataLoader`` always return this very class)."""
+    one = MaraData.from_dict({"pos": torch.zeros(1, 3), "z": torch.ones(1, dtype=torch.long)})
+    return type(Batch.from_data_list([one]))
+
+
+GraphBatch = _batch_class()
+"""A batch of structures as one disjoint graph: ``torch_geometric.data.Batch`` of :class:`MaraData`
+(``MaraDataBatch``). Besides the attributes of :class:`MaraData` (concatenated), PyG adds ``batch`` [N] (graph of
+each atom), ``ptr`` [G + 1] and ``num_graphs``. Built by :func:`collate` or by PyG itself."""
 
 
 def collate(graphs: list[FrameGraph], dtype: torch.dtype = torch.float64) -> GraphBatch:
-    """Concatenate frame graphs into one GraphBatch, offsetting edge indices."""
+    """Frame graphs -> one :data:`GraphBatch` by PyG's ``Batch.from_data_list`` (edge indices offset per graph),
+    floating tensors as ``dtype``. Energies/forces are kept only when every frame has them."""
     if not graphs:
         raise ValueError("collate() needs at least one graph")
-    counts = np.array([len(g.numbers) for g in graphs], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    edge_index = np.concatenate([g.edge_index + offsets[k] for k, g in enumerate(graphs)], axis=1)
-    has_e = all(g.energy is not None for g in graphs)
-    has_f = all(g.forces is not None for g in graphs)
-
-    def t(x, dt=dtype):
-        return torch.as_tensor(np.asarray(x), dtype=dt)
-
-    return GraphBatch(
-        positions=t(np.concatenate([g.positions for g in graphs])),
-        numbers=t(np.concatenate([g.numbers for g in graphs]), torch.long),
-        batch=t(np.repeat(np.arange(len(graphs)), counts), torch.long),
-        ptr=t(offsets, torch.long),
-        edge_index=t(edge_index, torch.long),
-        shifts=t(np.concatenate([g.shifts for g in graphs])),
-        unit_shifts=t(np.concatenate([g.unit_shifts for g in graphs])),
-        cell=t(np.stack([g.cell for g in graphs])),
-        pbc=t(np.stack([g.pbc for g in graphs]), torch.bool),
-        energy=t([g.energy for g in graphs]) if has_e else None,
-        forces=t(np.concatenate([g.forces for g in graphs])) if has_f else None,
-        frame_index=t([g.index for g in graphs], torch.long),
-    )
+    data = [g.to_data() for g in graphs]
+    for key in ("energy", "forces"):
+        if any(key not in d for d in data) and any(key in d for d in data):
+            for d in data:
+                d[key] = None
+    batch = Batch.from_data_list(data)
+    return batch if dtype == torch.float64 else batch.to(dtype=dtype)
