@@ -1,6 +1,7 @@
 """Evaluation of a trained model: every test set of the dataset, a randomly rotated copy of the test set
-("test_rotated"), the equivariance error of a float64 copy of the model, MARA gates. Writes predictions.npz and
-gates.npz; returns the metrics dict that the pipeline puts into metrics.json.
+("test_rotated"), the equivariance error and the force continuity at MARA's cone points (mara_bench.continuity) of
+a float64 copy of the model, MARA gates. Writes predictions.npz and gates.npz; returns the metrics dict that the
+pipeline puts into metrics.json.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .metrics import all_metrics
 MAX_GATE_EDGES = 500_000  # per MARA block, seeded subsample beyond this
 SYMMETRY_FRAMES = 8
 SYMMETRY_ROTATIONS = 4  # and as many reflections (mara_bench.symmetry.equivariance_error)
+CONTINUITY_FRAMES = 2  # the first test structures probed for force continuity (mara_bench.continuity) ...
+CONTINUITY_EDGES = 1  # ... at their shortest edge, on 2 grid directions: 4 probes x 3 eps x 2 signs = 24 forces
 
 
 def predict(model: torch.nn.Module, graphs: list[FrameGraph], batch_size: int, dtype: torch.dtype, device,
@@ -99,6 +102,23 @@ def equivariance(model: torch.nn.Module, graphs: list[FrameGraph], seed: int, de
     return out
 
 
+def continuity(model: torch.nn.Module, graphs: list[FrameGraph], device) -> dict[str, Any]:
+    """Force continuity across MARA's cone points (:func:`mara_bench.continuity.force_continuity`) of a float64 copy
+    of ``model`` on the shortest edge of each of the first :data:`CONTINUITY_FRAMES` of ``graphs``, for the grid of the model's MARA modules
+    (the default 4x8 grid for a run without MARA, as the baseline)."""
+    from .backbone import MaraOptions
+    from .continuity import force_continuity, model_grid
+
+    m64 = copy.deepcopy(model).to(torch.float64).eval()
+    grid = model_grid(m64, default=MaraOptions().grid)
+
+    def fn(b):
+        return m64(b, compute_forces=True, training=False)
+
+    return force_continuity(fn, graphs[:CONTINUITY_FRAMES], grid=grid, edges_per_structure=CONTINUITY_EDGES,
+                            device=device)
+
+
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -124,7 +144,7 @@ def evaluate_run(model: torch.nn.Module, test_graphs: dict[str, list[FrameGraph]
                  dtype: torch.dtype, device, batch_size: int, seed: int, mara: bool = False,
                  progress: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Metrics for every test set (``test_graphs``: name -> graphs, "test" first) plus "test_rotated",
-    equivariance and, for MARA runs, gates. Writes predictions.npz (and gates.npz)."""
+    equivariance, force continuity and, for MARA runs, gates. Writes predictions.npz (and gates.npz)."""
     run_dir = Path(run_dir)
     sets = dict(test_graphs)
     if "test" in sets:
@@ -148,6 +168,7 @@ def evaluate_run(model: torch.nn.Module, test_graphs: dict[str, list[FrameGraph]
     ref_set = "test" if "test" in sets else next(iter(sets))
     if all(g.forces is not None for g in sets[ref_set]):
         out["symmetry"] = equivariance(model, sets[ref_set], seed=seed, device=device)
+        out["force_continuity"] = continuity(model, sets[ref_set], device=device)
     if mara and gate_records:
         _save_npz(run_dir / "gates.npz", _gate_arrays(gate_records, seed))
         out["gates_file"] = "gates.npz"

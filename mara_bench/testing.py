@@ -19,6 +19,9 @@ tiny random molecules (H, C, O; built with :func:`mara_bench.graph.build_graph`)
 * ``test_permutation`` — renumbering the atoms permutes the forces and keeps the energy;
 * ``test_batch_consistency`` — a batch of molecules gives what each molecule gives alone;
 * ``test_cutoff_smoothness`` — energy and forces continuous as an atom crosses r_max;
+* ``test_force_continuity`` — forces continuous where a bond points along a MARA grid direction (the cone points of
+  the ``paper`` gate's ρ_ek, :mod:`mara_bench.continuity`): the ε → 0 limit of |F(+ε) − F(−ε)| is asserted ≤
+  ``continuity_atol`` for ``off``, ``scale`` and ``control``; measured and printed for ``paper``;
 * ``test_float32_and_float64`` — a float32 model runs and agrees with the same weights in float64;
 * ``test_training_lowers_loss`` — a few Adam steps lower an energy+forces loss;
 * ``test_gates_recorded`` — MARA modules exist only when asked for and record gates [E, 1] in (0, 1).
@@ -112,6 +115,7 @@ class BackboneTestKit:
     cutoff_delta: ClassVar[float] = 1e-5  # atom moved from r_max - delta to r_max + delta
     cutoff_energy_atol: ClassVar[float] = 1e-6
     cutoff_forces_atol: ClassVar[float] = 1e-4
+    continuity_atol: ClassVar[float] = 1e-7  # ε→0 force jump at a MARA cone point (smooth models: ~1e-11)
     float32_rtol: ClassVar[float] = 1e-3  # |F32 - F64| <= rtol * max(1, max|F64|)
     converted_rtol: ClassVar[float] = 1e-6  # float32 model .to(float64) vs the float64 build, same weights
     train_steps: ClassVar[int] = 4
@@ -254,6 +258,25 @@ class BackboneTestKit:
         df = float((inside["forces"] - outside["forces"]).abs().max())
         assert de <= self.cutoff_energy_atol, f"energy jumps by {de:.3g} eV at r_max"
         assert df <= self.cutoff_forces_atol, f"forces jump by {df:.3g} eV/Å at r_max"
+
+    def test_force_continuity(self, model64, variant, record_property):
+        """Bonds rotated onto MARA grid directions, the receiver moved by ±ε across the cone point
+        (ε = 1e-3, 1e-4, 1e-5 Å): the force jump must vanish as ε → 0 except for ``paper`` (measured, printed)."""
+        from .continuity import force_continuity, model_grid, summary_line
+
+        grid = model_grid(model64, default=MaraOptions().grid)
+
+        def fn(b):
+            return self.predict(model64, b)
+
+        res = force_continuity(fn, self.molecules()[:2], grid=grid)
+        record_property(f"force_continuity_{variant}", {k: v for k, v in res.items() if k != "probes"})
+        print(f"\n[{self.backbone_class().name} mara={variant}] {summary_line(res)}")
+        assert all(np.isfinite(res["jump_max_eV_A"])) and np.isfinite(res["jump_limit_eV_A"]), res
+        if variant != "paper":
+            assert res["jump_limit_eV_A"] <= self.continuity_atol, (
+                f"forces jump by {res['jump_limit_eV_A']:.3g} eV/Å (ε → 0 limit) where a bond crosses a MARA grid "
+                f"direction: {summary_line(res)}")
 
     def test_float32_and_float64(self, variant):
         m32 = self.build(variant, torch.float32)

@@ -38,6 +38,8 @@ class PairModel(EnergyModel):
         cut = torch.ones_like(r) if self.defect == "hard_cutoff" else 0.5 * (torch.cos(math.pi * r / self.r_max) + 1)
         x = torch.exp(-self.width * (r - 1.2))
         pair = self.depth * (x * x - 2 * x) * cut  # [E]
+        if self.defect == "kinked":  # MARA's ρ for the north-pole grid direction: a cone point where d̂ = −z
+            pair = pair + 0.01 * (d + r[:, None] * torch.tensor([0.0, 0.0, 1.0], dtype=d.dtype)).norm(dim=-1)
         if self.mara is not None:
             m = torch.stack([pair, pair * r, pair * x, pair * cut], dim=-1)  # a 4-channel invariant "message"
             m, _ = self.mara(m, d)
@@ -100,6 +102,7 @@ def _run(k, name: str, variant: str = "off"):
     ("order_dependent", "test_permutation"),
     ("batch_dependent", "test_batch_consistency"),
     ("hard_cutoff", "test_cutoff_smoothness"),
+    ("kinked", "test_force_continuity"),
 ])
 def test_kit_catches_defect(defect, test):
     _run(kit(None), test)  # the same test passes without the defect
