@@ -1,0 +1,49 @@
+"""SchNet backbone (torch-geometric 2.8.1, ``torch_geometric.nn.models.SchNet``), MARA in every CFConv.
+
+Cheap to import: torch-geometric is imported by :meth:`SchNetBackbone.build` (see :mod:`.schnet_model`). Where each
+preset value comes from is documented in docs/backbones.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from mara_bench.backbone import Backbone
+
+
+class SchNetBackbone(Backbone):
+    name: ClassVar[str] = "schnet"
+    description: ClassVar[str] = "SchNet (Schütt et al. 2017) from torch-geometric, invariant continuous-filter convolutions"
+    requires: ClassVar[tuple[str, ...]] = ("torch_geometric",)
+    mara_placement: ClassVar[str] = (
+        "every interaction's CFConv (a PyG MessagePassing layer): gates the per-edge messages x_j * W_ij before "
+        "the neighbour sum, through PyG's message forward hook (mara_bench.pyg.attach_mara)")
+    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
+        "smoke": {
+            "model": {"r_max": 4.0, "hidden_channels": 16, "num_filters": 16, "num_interactions": 2,
+                      "num_gaussians": 10},
+            "train": {"max_epochs": 2, "max_train_frames": 20, "max_val_frames": 10, "batch_size": 5},
+        },
+        "quick": {
+            "model": {"r_max": 5.0, "hidden_channels": 64, "num_filters": 64, "num_interactions": 3,
+                      "num_gaussians": 25},
+            "train": {"max_epochs": 15, "batch_size": 10, "optimizer": "adam", "lr": 0.002,
+                      "scheduler_patience": 5, "max_val_frames": 50},
+        },
+        # Schütt et al., NeurIPS 2017 (architecture) + schnetpack 2.1.1 configs/experiment/md17.yaml (training);
+        # see docs/backbones.md for each value
+        "paper": {
+            "model": {"r_max": 5.0, "hidden_channels": 64, "num_filters": 64, "num_interactions": 3,
+                      "num_gaussians": 51},
+            "train": {"batch_size": 10, "max_train_frames": 950, "max_val_frames": 50, "max_epochs": 2000,
+                      "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.0,
+                      "energy_weight": 0.01, "forces_weight": 0.99,
+                      "scheduler": "plateau", "scheduler_patience": 75, "scheduler_factor": 0.5,
+                      "ema_decay": 0.995, "early_stopping_patience": 200, "grad_clip": None},
+        },
+    }
+
+    def build(self, model_options, stats, mara, dtype=None):
+        from .schnet_model import build_schnet
+
+        return build_schnet(model_options, stats, mara, dtype)
