@@ -39,7 +39,7 @@ class PaiNNBackbone(Backbone):
             "model": {"r_max": 5.0, "n_atom_basis": 128, "n_interactions": 3, "n_rbf": 20, "radial_basis": "bessel"},
             "train": {"batch_size": 10, "max_train_frames": 950, "max_val_frames": 50, "max_epochs": 2000,
                       "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.0,
-                      "energy_weight": 0.01, "forces_weight": 0.99,
+                      "energy_weight": 0.01, "forces_weight": 0.99, "energy_loss": "total",
                       "scheduler": "plateau", "scheduler_patience": 75, "scheduler_factor": 0.5,
                       "ema_decay": 0.995, "early_stopping_patience": 200, "grad_clip": None},
         },

@@ -38,7 +38,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "optimizer": "amsgrad",  # adam | amsgrad | adamw
     "lr": 0.01,
     "weight_decay": 0.0,
-    "energy_weight": 1.0,  # per-atom energy MSE weight
+    "energy_weight": 1.0,  # energy MSE weight
+    "energy_loss": "per_atom",  # energy MSE of: per_atom = (ΔE / n_atoms)² | total = ΔE² (per structure)
     "forces_weight": 1000.0,  # per-component force MSE weight
     "stage2_start": None,  # fraction of max_epochs after which stage-two loss weights apply (None = no stage two)
     "stage2_energy_weight": 1000.0,

@@ -1,7 +1,8 @@
 """The one training loop for every backbone.
 
-loss = w_E · mean_graphs((ΔE / n_atoms)²) + w_F · mean_components(ΔF²), with the per-preset weights and an
-optional stage two (``stage2_start`` · max_epochs onwards: stage-two weights). Optimizer adam / amsgrad / adamw,
+loss = w_E · mean_graphs((ΔE / n_atoms)²) + w_F · mean_components(ΔF²) (``energy_loss: per_atom``, the default;
+``energy_loss: total`` uses mean_graphs(ΔE²), schnetpack's form), with the per-preset weights and an optional
+stage two (``stage2_start`` · max_epochs onwards: stage-two weights). Optimizer adam / amsgrad / adamw,
 ReduceLROnPlateau on the validation loss, an exponential moving average of the weights (validation, the best
 model and the final evaluation use the EMA weights), gradient-norm clipping, early stopping and a wall-time
 limit.
@@ -35,6 +36,7 @@ LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_energy_mae_mev_per_atom",
                "epoch_time_s", "stage")
 OPTIMIZERS = ("adam", "amsgrad", "adamw")
 SCHEDULERS = ("plateau", "none")
+ENERGY_LOSSES = ("per_atom", "total")  # energy term: mean((ΔE / n_atoms)²) | mean(ΔE²), per structure
 
 
 class TrainingDiverged(UserError):
@@ -94,6 +96,9 @@ def check_options(opts: dict[str, Any], where: str) -> None:
         raise UserError(f"{where}: train.optimizer '{opts['optimizer']}' unknown; choose from {', '.join(OPTIMIZERS)}")
     if opts["scheduler"] not in SCHEDULERS:
         raise UserError(f"{where}: train.scheduler '{opts['scheduler']}' unknown; choose from {', '.join(SCHEDULERS)}")
+    if opts.get("energy_loss", "per_atom") not in ENERGY_LOSSES:
+        raise UserError(f"{where}: train.energy_loss '{opts['energy_loss']}' unknown; choose from "
+                        f"{', '.join(ENERGY_LOSSES)}")
     for key in ("batch_size", "max_epochs", "eval_batch_size"):
         v = opts[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -124,20 +129,26 @@ def iter_batches(graphs: list[FrameGraph], order: list[int], batch_size: int, dt
         yield collate([graphs[i] for i in order[s : s + batch_size]], dtype=dtype).to(device)
 
 
-def loss_terms(out: dict[str, torch.Tensor], batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-atom energy MSE, force component MSE); a missing label gives a zero term."""
+def loss_terms(out: dict[str, torch.Tensor], batch: GraphBatch,
+               energy_loss: str = "per_atom") -> tuple[torch.Tensor, torch.Tensor]:
+    """(energy MSE, force component MSE); a missing label gives a zero term. The energy MSE is per atom,
+    mean((ΔE / n_atoms)²), or with ``energy_loss="total"`` per structure, mean(ΔE²)."""
     zero = out["energy"].sum() * 0.0
     e_mse = zero
     if batch.energy is not None:
-        e_mse = (((out["energy"] - batch.energy) / batch.num_atoms.to(out["energy"].dtype)) ** 2).mean()
+        de = out["energy"] - batch.energy
+        if energy_loss != "total":
+            de = de / batch.num_atoms.to(out["energy"].dtype)
+        e_mse = (de**2).mean()
     f_mse = zero
     if batch.forces is not None and "forces" in out:
         f_mse = ((out["forces"] - batch.forces) ** 2).mean()
     return e_mse, f_mse
 
 
-def validate(model, graphs, batch_size, dtype, device, we, wf) -> dict[str, float]:
-    """Weighted loss, energy MAE (meV/atom) and force MAE (meV/Å) on ``graphs`` (graph-/component-weighted)."""
+def validate(model, graphs, batch_size, dtype, device, we, wf, energy_loss: str = "per_atom") -> dict[str, float]:
+    """Weighted loss (the training loss's form, ``energy_loss`` included), energy MAE (meV/atom) and force MAE
+    (meV/Å) on ``graphs`` (graph-/component-weighted)."""
     model.eval()
     n_g = n_c = 0
     se = sf = ae = af = 0.0
@@ -145,8 +156,9 @@ def validate(model, graphs, batch_size, dtype, device, we, wf) -> dict[str, floa
     for batch in iter_batches(graphs, list(range(len(graphs))), batch_size, dtype, device):
         out = model(batch, compute_forces=batch.forces is not None, training=False)
         if batch.energy is not None:
-            d = ((out["energy"].detach() - batch.energy) / batch.num_atoms.to(dtype)).double()
-            se += float((d**2).sum())
+            d_total = (out["energy"].detach() - batch.energy).double()
+            d = d_total / batch.num_atoms.double()
+            se += float(((d_total if energy_loss == "total" else d) ** 2).sum())
             ae += float(d.abs().sum())
             n_g += batch.num_graphs
         if batch.forces is not None:
@@ -223,6 +235,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
     resumed_from = start
     eval_model = ema.model if ema is not None else model
     n_epochs = int(o["max_epochs"])
+    energy_loss = o.get("energy_loss", "per_atom")
     progress = progress and ddp.is_main()
     epochs = tqdm(range(start, n_epochs), desc="epochs", disable=not progress or stopped is not None,
                   initial=start, total=n_epochs, dynamic_ncols=True)
@@ -246,7 +259,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
             optimizer.zero_grad(set_to_none=True)
             if batch is not None:
                 out = model(batch, compute_forces=batch.forces is not None, training=True)
-                e_mse, f_mse = loss_terms(out, batch)
+                e_mse, f_mse = loss_terms(out, batch, energy_loss)
                 loss = we * e_mse + wf * f_mse
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
@@ -265,7 +278,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
                 count += batch.num_graphs
                 bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
         total, count = ddp.all_reduce_sum([total, count])
-        val = validate(eval_model, val_graphs, o["eval_batch_size"], dtype, device, we, wf)
+        val = validate(eval_model, val_graphs, o["eval_batch_size"], dtype, device, we, wf, energy_loss)
         if not math.isfinite(val["loss"]):
             raise TrainingDiverged(f"validation loss became {val['loss']} after epoch {epoch + 1}; {_kept(ck_path)}; "
                                    "lower train.lr or use --dtype float64")
