@@ -38,9 +38,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError, unknown
+from .mara_kernels import folded_gates
 from .s2grid import grid_points, grid_weights
 
 VARIANTS = ("scale", "control", "paper")  # the gated rungs of the ablation ladder (config.MARA_VARIANTS)
+# how ``paper`` computes its gate (MARA.set_impl): "folded" (default, mara_kernels.folded_gates: no [E, K, C] token
+# tensor), "fused" / "matmul" / "sdpa" (the readable token path tokens -> attend -> gate_readout with that attention),
+# "reference" (ReferenceMARA's computation: tokens [E, C, H, W] through torch-harmonics AttentionS2, release-style)
+IMPLS = ("folded", "fused", "matmul", "sdpa", "reference")
 RHO_EPS = 1e-12  # clamp of |u + d̂|² inside the sqrt of ρ (an angle of 1e-6 rad around the antipode)
 
 
@@ -104,8 +109,11 @@ class MARA(nn.Module):
         self.variant, self.message_dim, self.hidden, self.heads = variant, int(message_dim), int(hidden), int(heads)
         self.grid_shape, self.num_radial, self.r_max = (H, W), int(num_radial), float(r_max)
         self.last_gates: torch.Tensor | None = None
-        # "fused" (default; one head, projections multiplied out) | "matmul" (explicit q, k, v) | "sdpa" (torch's
-        # scaled_dot_product_attention; its CPU kernels may lack double backward, so not for force training)
+        # the path of gates() for "paper": "folded" (default) | "tokens" (tokens -> attend -> gate_readout) |
+        # "reference" (torch-harmonics AttentionS2 on [E, C, H, W]); choose with set_impl
+        self.impl = "folded"
+        # attention of the token path: "fused" (one head, projections multiplied out) | "matmul" (explicit q, k, v) |
+        # "sdpa" (torch's scaled_dot_product_attention; its CPU kernels may lack double backward: not for training)
         self.attention_impl = "fused"
         K, C = H * W, self.hidden
         # grid constants: exact float64 values re-derived in the module's dtype after every .to() (see _apply)
@@ -143,6 +151,27 @@ class MARA(nn.Module):
             return f"variant=scale, message_dim={self.message_dim}"
         return s + (f", heads={self.heads}" if self.variant == "paper" else f", mlp_width={self.mlp_width}")
 
+    def set_impl(self, impl: str) -> MARA:
+        """Choose how ``paper`` computes its gate (one of :data:`IMPLS`); all give the same values and derivatives.
+
+        ``"reference"`` adds a torch-harmonics ``AttentionS2`` submodule holding *copies* of the Q, K, V and output
+        weights (made now): it is meant for timing the release-style computation, and training then updates the
+        copies, not ``qkv`` / ``out_proj``. Other variants ignore the choice."""
+        if impl not in IMPLS:
+            raise unknown("MARA implementation", impl, IMPLS)
+        if self.variant != "paper":
+            return self
+        if impl == "reference":
+            self.reference_att = reference_attention(self)
+            self.impl = "reference"
+        else:
+            if "reference_att" in self._modules:
+                del self._modules["reference_att"]
+            self.impl = "folded" if impl == "folded" else "tokens"
+            if impl != "folded":
+                self.attention_impl = impl
+        return self
+
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
         H, W = self.grid_shape
@@ -171,6 +200,10 @@ class MARA(nn.Module):
             return self._control_gates(m, d)
         if self.variant == "scale":
             return torch.sigmoid(self.gate_logit).expand(m.shape[0], 1)
+        if self.impl == "folded":
+            return folded_gates(self, m, d)
+        if self.impl == "reference":
+            return reference_gates(self, self.reference_att, m, d)
         h, t = self.tokens(m, d)
         return self.gate_readout(h, self.attend(t))
 
@@ -257,18 +290,23 @@ class ReferenceMARA(nn.Module):
         self.att = reference_attention(mara)
 
     def forward(self, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        mara, (H, W) = self.mara, self.mara.grid_shape
-        E, C = m.shape[0], mara.hidden
-        h = mara.w_h(m)
-        h_img = h[:, :, None, None].repeat(1, 1, H, W)  # [E, C, H, W]
-        rho = mara.distances(d).view(E, 1, H, W)
-        g = (mara.w_p(mara.grid_u) + mara.w_f.bias).t().reshape(1, C, H, W)
-        pre = h_img + mara.w_f.weight.view(1, C, 1, 1) * rho + g
-        t = mara.norm_tokens(pre.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # LayerNorm over channels
-        a = self.att(t)  # [E, C, H, W]
-        z = h_img + mara.norm_attn(a.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        y = mara.norm_out(z.permute(0, 2, 3, 1)).mean(-1).reshape(E, H * W)
-        return torch.sigmoid(mara.readout(y))
+        return reference_gates(self.mara, self.att, m, d)
+
+
+def reference_gates(mara: MARA, att: nn.Module, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """The ``paper`` gate the straightforward way, with ``att`` a torch-harmonics ``AttentionS2``."""
+    H, W = mara.grid_shape
+    E, C = m.shape[0], mara.hidden
+    h = mara.w_h(m)
+    h_img = h[:, :, None, None].repeat(1, 1, H, W)  # [E, C, H, W]
+    rho = mara.distances(d).view(E, 1, H, W)
+    g = (mara.w_p(mara.grid_u) + mara.w_f.bias).t().reshape(1, C, H, W)
+    pre = h_img + mara.w_f.weight.view(1, C, 1, 1) * rho + g
+    t = mara.norm_tokens(pre.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # LayerNorm over channels
+    a = att(t)  # [E, C, H, W]
+    z = h_img + mara.norm_attn(a.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    y = mara.norm_out(z.permute(0, 2, 3, 1)).mean(-1).reshape(E, H * W)
+    return torch.sigmoid(mara.readout(y))
 
 
 def reference_attention(mara: MARA):
