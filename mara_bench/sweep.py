@@ -199,6 +199,11 @@ def run_state(rd: Path) -> str:
     """done | running | failed | pending, from the run folder alone."""
     if (rd / "metrics.json").is_file():
         return "done"
+    from .runlock import read_holder
+
+    holder = read_holder(rd)  # a live process on this host holds the run's lock (e.g. a 'mara_bench run')
+    if holder and holder.get("host") == socket.gethostname() and _pid_alive(int(holder.get("pid", -1))):
+        return "running"
     f = rd / STATUS_FILE
     if not f.is_file():
         return "pending" if not (rd / "checkpoint.pt").exists() else "failed"
@@ -263,6 +268,20 @@ def submit_slurm(todo, folder: Path, params: dict[str, Any], setup=None) -> list
     return ex.map_array(SweepJob(setup), [c.resolved() for c in todo])
 
 
+def job_error_line(exc: BaseException) -> str:
+    """The job's own one-line error (e.g. 'RunLocked: run folder ... is in use: PID ...') from submitit's
+    FailedJobError, whose text is the remote traceback followed by the log path; else its last line."""
+    import re
+
+    text = str(exc).strip()
+    found = re.findall(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Locked|Full|Diverged|Exception|Interrupt)): (.+)$", text, re.M)
+    found = [f for f in found if f[0] != "FailedJobError"]
+    if found:
+        kind, msg = found[-1]
+        return f"{kind}: {msg.strip()[:400]}"
+    return text.splitlines()[-1][:200] if text else repr(exc)
+
+
 def run_local(todo, folder: Path, jobs: int = 1, setup=None, timeout_min: int = 24 * 60, progress: bool = True,
               poll_s: float = 0.5) -> dict[str, str]:
     """Run ``todo`` through submitit's LocalExecutor with at most ``jobs`` at once; wait; return run_id -> state."""
@@ -284,7 +303,7 @@ def run_local(todo, folder: Path, jobs: int = 1, setup=None, timeout_min: int = 
                     job.result()
                     result[rid] = "done"
                 except Exception as e:  # noqa: BLE001 - the job's own error, reported per run
-                    result[rid] = f"failed: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else e!r}"
+                    result[rid] = f"failed: {job_error_line(e)}"
                 del active[rid]
                 bar.update(1)
         time.sleep(poll_s)
