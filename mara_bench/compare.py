@@ -1,9 +1,11 @@
 """Paired comparisons of MARA variants: run (or reuse) backbone × variant × seed, then tabulate.
 
-For every backbone, test set, metric and variant: mean ± std over seeds, the change relative to ``off`` and
-a paired bootstrap 95 % interval of the difference (see :mod:`mara_bench.stats` for the rule). Writes
-compare.csv and compare.md and a full report (report.html) into the compare folder. With ``--md``
-(:func:`run_md_all`) every model also runs MD and compare.md / the report gain an "MD stability" table.
+The unit of replication is a trained model: runs are paired by (split, seed). For every backbone, dataset, test
+set, metric and variant: mean ± std over models, and Δ vs ``off`` (and ``paper`` vs ``scale`` / ``control``, the
+reading rule's comparisons) with an interval that holds the between-model and the test-set variability,
+P(improvement) and a verdict (rule: :mod:`mara_bench.stats`). Writes compare.csv, compare.md (verdict first) and a
+full report (report.html) into the compare folder. With ``--md`` (:func:`run_md_all`) every model also runs MD
+and compare.md / the report gain an "MD stability" table.
 """
 
 from __future__ import annotations
@@ -16,11 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .stats import BOOTSTRAP_METRICS, StructureErrors, paired_bootstrap
-
-RULE = ("Rule: Δ = mean over seeds of (variant − off) on the same test structures; 95 % interval from a paired "
-        "bootstrap over test structures (same resample for all variants and seeds). A difference is significant "
-        "only if its interval excludes zero. ± is the standard deviation over seeds.")
+from .stats import StructureErrors
 
 
 def plan(base, backbones: list[str], variants: list[str], seeds: list[int]) -> list:
@@ -65,65 +63,242 @@ def run_md_all(run_dirs: list[Path], settings: list, progress: bool = True, forc
             print("\n".join(summary_lines(sec)))
 
 
-def compare_table(run_dirs: list[Path], n_boot: int = 1000, seed: int = 0,
-                  metrics: tuple[str, ...] = BOOTSTRAP_METRICS):
-    """One row per (backbone, dataset, split, test set, metric, variant)."""
+# (variant, baseline) pairs of a comparison: every gated rung vs off, then the reading rule's paper vs scale / control
+CONTRASTS = (("scale", "off"), ("control", "off"), ("paper", "off"), ("paper", "scale"), ("paper", "control"))
+METRIC_LABELS = {"energy_mae_mev_per_atom": "energy MAE (meV/atom)", "force_mae_mev_A": "force MAE (meV/Å)",
+                 "force_rmse_mev_A": "force RMSE (meV/Å)", "force_err_p99_mev_A": "P99 atom force error (meV/Å)",
+                 "force_err_cvar1_mev_A": "CVaR-1 % atom force error (meV/Å)",
+                 "force_err_max_mev_A": "max atom force error (meV/Å)"}
+RULE = ("Rule: the unit of replication is a trained model; runs are paired by (split, seed). Δ = mean over paired "
+        "models of (variant − baseline), each on the full test set. 95 % interval: Δ ± t(n−1) · SE with SE² = "
+        "s_d²/n (spread of the paired differences over models) + the test-set variance that all models share "
+        "(paired bootstrap over test structures). Verdict 'better'/'worse' only if the Holm-adjusted p < 0.05 within "
+        "the family {energy MAE, force MAE, force RMSE, force P99, force CVaR-1 %} of one comparison on one test set "
+        "(so a 95 % interval may exclude zero without a verdict); event rates (fixed thresholds: absolute, and k × "
+        "the off models' mean force MAE, one number for every variant) are outside the family and judged on their "
+        "own p. No interval or verdict with fewer than 3 paired models. The maximum error is descriptive (no valid "
+        "interval). P↑ = fraction of paired models in which the variant is better, exact 95 % interval. Reading "
+        "rule: the spherical attention is credited only when paper beats both scale and control.")
+
+
+def _pair_key(m: dict) -> tuple:
+    return (int(m.get("split") or 1), int(m["seed"]))
+
+
+def event_thresholds(off_errs: list, abs_thresholds=None, factors=(5,)) -> list[tuple[str, str, float]]:
+    """Fixed event thresholds for one comparison (one test set): absolute ones and k × the off models' mean force
+    MAE — the same number for every variant. (key, label, threshold meV/Å)."""
+    from .metrics import ABSOLUTE_THRESHOLDS_MEV_A
+
+    out = [(f"force_events_above_{t:g}_mev_A_pct", f"% atoms with force error > {t:g} meV/Å", float(t))
+           for t in (abs_thresholds or ABSOLUTE_THRESHOLDS_MEV_A)]
+    if off_errs:
+        mae = float(np.mean([e.metrics(["force_mae_mev_A"])["force_mae_mev_A"] for e in off_errs]))
+        if np.isfinite(mae):
+            out += [(f"force_events_above_{k}x_off_mae_pct",
+                     f"% atoms with force error > {k}× off MAE = {k * mae:.3g} meV/Å", k * mae) for k in factors]
+    return out
+
+
+def compare_table(run_dirs: list[Path], n_boot: int = 1000, seed: int = 0):
+    """One row per (backbone, dataset, test set, metric, variant, baseline); baseline '' holds the variant's own
+    mean ± std over models."""
     import pandas as pd
 
+    from .config import variant_rank
     from .report import load_runs
+    from .stats import BOOTSTRAP_METRICS, FAMILY, compare_models, event_metric, model_values, resample_indices
 
     runs = load_runs(run_dirs)
-    cells: dict[tuple, dict[str, dict[int, Any]]] = {}
+    cells: dict[tuple, dict[str, dict[tuple, Any]]] = {}
     for r in runs:
         m = r.metrics
-        key = (m["backbone"], m["dataset"], m["split"])
-        cells.setdefault(key, {}).setdefault(m["mara"], {})[m["seed"]] = r
+        cells.setdefault((m["backbone"], m["dataset"]), {}).setdefault(m["mara"], {})[_pair_key(m)] = r
     rows = []
-    for (backbone, dataset, split), by_var in sorted(cells.items()):
-        base = by_var.get("off")
-        first = next(iter(next(iter(by_var.values())).values()))
-        sets = list(first.metrics["test_sets"])
-        for set_name in sets:
-            errs = {v: {s: StructureErrors.from_predictions(r.predictions, set_name) for s, r in runs_.items()
+    for (backbone, dataset), by_var in sorted(cells.items()):
+        variants = sorted(by_var, key=variant_rank)
+        first = next(iter(by_var[variants[0]].values()))
+        for set_name in first.metrics["test_sets"]:
+            errs = {v: {k: StructureErrors.from_predictions(r.predictions, set_name) for k, r in rs.items()
                         if r.predictions is not None and f"{set_name}__ptr" in r.predictions}
-                    for v, runs_ in by_var.items()}
-            for v in sorted(by_var, key=lambda x: ("off", "paper", "control").index(x)):
-                vals = {mname: [by_var[v][s].metrics["test_sets"].get(set_name, {}).get(mname, np.nan)
-                                for s in sorted(by_var[v])] for mname in metrics}
-                boot = {}
-                if base is not None and v != "off":
-                    common = sorted(set(errs["off"]) & set(errs[v]))
-                    if common:
-                        boot = paired_bootstrap([errs["off"][s] for s in common], [errs[v][s] for s in common],
-                                                metrics, n_boot=n_boot, seed=seed)
-                for mname in metrics:
-                    x = np.array(vals[mname], dtype=float)
-                    if np.isnan(x).all():
+                    for v, rs in by_var.items()}
+            sizes = {k[0]: e.n_structures for rs in errs.values() for k, e in rs.items()}
+            events = event_thresholds(list(errs.get("off", {}).values()))
+            names = {event_metric(t): label for _, label, t in events}
+            keys = {event_metric(t): key for key, _, t in events}
+            metrics = [m for m in BOOTSTRAP_METRICS] + list(names)
+            resamples = resample_indices(sizes, n_boot, seed)
+            vals = {v: {k: model_values(e, metrics, resamples[k[0]]) for k, e in rs.items()} for v, rs in errs.items()}
+            base_row = {"backbone": backbone, "dataset": dataset, "test_set": set_name}
+            for v in variants:
+                point = np.array([vals[v][k][0] for k in sorted(vals[v])]) if vals[v] else np.empty((0, len(metrics)))
+                for j, mname in enumerate(metrics):
+                    x = point[:, j] if len(point) else np.array([])
+                    x = x[~np.isnan(x)]
+                    if not len(x):
                         continue
-                    b = boot.get(mname, {})
-                    rows.append({"backbone": backbone, "dataset": dataset, "split": split, "test_set": set_name,
-                                 "metric": mname, "variant": v, "n_seeds": int(np.sum(~np.isnan(x))),
-                                 "mean": float(np.nanmean(x)),
-                                 "std": float(np.nanstd(x, ddof=1)) if np.sum(~np.isnan(x)) > 1 else np.nan,
-                                 "rel_vs_off_pct": 100 * b["rel"] if b else np.nan,
-                                 "diff_vs_off": b.get("diff", np.nan), "ci_lo": b.get("lo", np.nan),
-                                 "ci_hi": b.get("hi", np.nan),
-                                 "significant": b.get("significant") if b else None})
+                    rows.append({**base_row, "metric": keys.get(mname, mname),
+                                 "label": names.get(mname, METRIC_LABELS.get(mname, mname)),
+                                 "variant": v, "baseline": "", "n_models": len(x), "mean": float(x.mean()),
+                                 "std": float(x.std(ddof=1)) if len(x) > 1 else np.nan,
+                                 "in_family": mname in FAMILY})
+            for v, b in CONTRASTS:
+                if v not in vals or b not in vals:
+                    continue
+                common = sorted(set(vals[v]) & set(vals[b]))
+                if not common:
+                    continue
+                res = compare_models([vals[b][k] for k in common], [vals[v][k] for k in common], metrics)
+                for mname, d in res.items():
+                    rows.append({**base_row, "metric": keys.get(mname, mname),
+                                 "label": names.get(mname, METRIC_LABELS.get(mname, mname)),
+                                 "variant": v, "baseline": b, "n_models": d.n_models,
+                                 "mean": float(np.mean([vals[v][k][0][metrics.index(mname)] for k in common])),
+                                 "std": np.nan, "diff": d.diff, "rel_pct": 100 * d.rel, "ci_lo": d.lo, "ci_hi": d.hi,
+                                 "se_models": d.se_models, "se_shared_test": d.se_test, "p": d.p,
+                                 "p_holm": d.p_holm, "p_improve": d.p_improve, "p_improve_lo": d.p_improve_lo,
+                                 "p_improve_hi": d.p_improve_hi, "verdict": d.verdict, "in_family": d.in_family,
+                                 "pairs": ";".join(f"s{k[0]}:{k[1]}" for k in common)})
     return pd.DataFrame(rows)
 
 
-def compare_markdown(df) -> str:
+def cost_table(run_dirs: list[Path]):
+    """Cost of each backbone × dataset × variant from the runs' own records (medians over models)."""
+    import pandas as pd
+
+    from .config import variant_rank
+    from .report import load_runs
+
+    rows = []
+    for r in load_runs(run_dirs):
+        m = r.metrics
+        tr, inf = m.get("train") or {}, m.get("inference") or {}
+        epochs = tr.get("epochs") or 0
+        rows.append({"backbone": m.get("backbone"), "dataset": m.get("dataset"), "variant": m.get("mara"),
+                     "parameters": (m.get("parameters") or {}).get("total"),
+                     "mara_parameters": (m.get("parameters") or {}).get("mara"),
+                     "train_s_per_epoch": tr["train_time_s"] / epochs if epochs and "train_time_s" in tr else np.nan,
+                     "inference_ms_per_structure": inf.get("ms_per_structure", np.nan),
+                     "inference_cpu_ms_per_structure": inf.get("cpu_ms_per_structure", np.nan)})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    g = df.groupby(["backbone", "dataset", "variant"], sort=False)
+    out = g.median(numeric_only=True).reset_index()
+    out["n_models"] = g.size().values
+    out["_r"] = out["variant"].map(variant_rank)
+    return out.sort_values(["backbone", "dataset", "_r"]).drop(columns="_r").reset_index(drop=True)
+
+
+def _num(v: float) -> str:
+    return "–" if v is None or not np.isfinite(v) else (f"{v:+.3g}" if abs(v) < 10 else f"{v:+.1f}")
+
+
+def _cell(r) -> str:
+    """Δ [lo, hi] · P↑ · verdict of one comparison row."""
+    if r["verdict"] == "descriptive only":
+        return f"Δ {_num(r['diff'])} (descriptive)"
+    if not np.isfinite(r.get("ci_lo", np.nan)):
+        return f"Δ {_num(r['diff'])} · {r['verdict']}"
+    mark = {"better": "✓ better", "worse": "✗ worse"}.get(r["verdict"], "≈ no clear difference")
+    return (f"Δ {_num(r['diff'])} [{_num(r['ci_lo'])}, {_num(r['ci_hi'])}] · P↑ {r['p_improve']:.2f} · {mark}")
+
+
+def verdict_markdown(df, cost=None, test_sets: list[str] | None = None) -> str:
+    """The answer first: per backbone × dataset × test set, Δ vs off per variant (columns) for the family metrics,
+    then paper vs scale / control and whether the attention is credited, then the cost of each variant."""
     if df.empty:
         return "(no comparable runs)"
-    lines = ["| backbone | test set | metric | variant | mean ± std | vs off | Δ [95 % CI] | sig. |",
-             "|---|---|---|---|---|---|---|---|"]
+    from .stats import FAMILY
+
+    out = []
+    cmp_ = df[df.baseline != ""]
+    for (backbone, dataset, set_name), g in df.groupby(["backbone", "dataset", "test_set"], sort=False):
+        if test_sets is not None and set_name not in test_sets:
+            continue
+        c = cmp_[(cmp_.backbone == backbone) & (cmp_.dataset == dataset) & (cmp_.test_set == set_name)]
+        own = g[g.baseline == ""]
+        variants = [v for v in dict.fromkeys(own.variant) if v != "off"]
+        n = int(c.n_models.max()) if len(c) else 0
+        out.append(f"### {backbone} · {dataset} · {set_name} — {n} paired models")
+        out.append("")
+        vs_off = c[c.baseline == "off"]
+        if vs_off.empty:
+            out += ["(no variant with paired off runs)", ""]
+            continue
+        metric_order = [m for m in dict.fromkeys(vs_off.metric) if m in FAMILY or m.startswith("force_err_max")]
+        metric_order += [m for m in dict.fromkeys(vs_off.metric) if m not in metric_order]
+        out.append("| metric | off (mean ± std) | " + " | ".join(f"{v} − off" for v in variants) + " |")
+        out.append("|---|---|" + "---|" * len(variants))
+        for m in metric_order:
+            o = own[(own.metric == m) & (own.variant == "off")]
+            off_s = "" if o.empty else f"{o.iloc[0]['mean']:.3g}" + (
+                "" if not np.isfinite(o.iloc[0]["std"]) else f" ± {o.iloc[0]['std']:.2g}")
+            cells = []
+            for v in variants:
+                r = vs_off[(vs_off.metric == m) & (vs_off.variant == v)]
+                cells.append("" if r.empty else _cell(r.iloc[0]))
+            label = vs_off[vs_off.metric == m].iloc[0]["label"] + ("" if m in FAMILY else " †")
+            out.append(f"| {label} | {off_s} | " + " | ".join(cells) + " |")
+        out.append("")
+        att = c[(c.variant == "paper") & c.baseline.isin(["scale", "control"])]
+        if not att.empty:
+            out.append("| attention (paper vs …) | paper − scale | paper − control | attention credited? |")
+            out.append("|---|---|---|---|")
+            for m in [m for m in metric_order if m in FAMILY]:
+                rs = {b: att[(att.metric == m) & (att.baseline == b)] for b in ("scale", "control")}
+                cells = [("" if rs[b].empty else _cell(rs[b].iloc[0])) for b in ("scale", "control")]
+                verdicts = [None if rs[b].empty else rs[b].iloc[0]["verdict"] for b in ("scale", "control")]
+                if any(v is None for v in verdicts):
+                    credit = "needs scale and control runs"
+                elif any(str(v).startswith("need") for v in verdicts):
+                    credit = "undecided (need ≥ 3 paired models)"
+                else:
+                    credit = "yes" if all(v == "better" for v in verdicts) else "no"
+                out.append(f"| {METRIC_LABELS.get(m, m)} | {cells[0]} | {cells[1]} | {credit} |")
+            out.append("")
+        if cost is not None and len(cost):
+            cs = cost[(cost.backbone == backbone) & (cost.dataset == dataset)]
+            if len(cs):
+                out.append("| cost | " + " | ".join(cs.variant) + " |")
+                out.append("|---|" + "---|" * len(cs))
+                out.append("| parameters (MARA) | " + " | ".join(
+                    f"{int(r.parameters):,} ({int(r.mara_parameters or 0):,})" for r in cs.itertuples()) + " |")
+                out.append("| training s/epoch (median) | " + " | ".join(
+                    _plain(r.train_s_per_epoch) for r in cs.itertuples()) + " |")
+                out.append("| inference ms/structure (E+F) | " + " | ".join(
+                    _plain(r.inference_ms_per_structure) for r in cs.itertuples()) + " |")
+                out.append("")
+    out.append("Δ = variant − baseline (lower is better for every metric); [95 % interval]; P↑ = P(improvement) over "
+               "paired models; † = outside the Holm family. Wall times come from each run's own record and depend "
+               "on the machine's load; read them as rough costs. " + RULE)
+    return "\n".join(out)
+
+
+def _plain(v) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.3g}"
+
+
+def compare_markdown(df) -> str:
+    """The long table: every metric, variant and baseline."""
+    if df.empty:
+        return "(no comparable runs)"
+    lines = ["| backbone | dataset | test set | metric | variant | vs | n | mean ± std | Δ [95 % interval] | rel. | "
+             "p (Holm) | P↑ [95 %] | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in df.iterrows():
-        ms = f"{r['mean']:.2f}" + ("" if np.isnan(r["std"]) else f" ± {r['std']:.2f}") + f" (n={r['n_seeds']})"
-        rel = "" if np.isnan(r["rel_vs_off_pct"]) else f"{r['rel_vs_off_pct']:+.1f} %"
-        ci = "" if np.isnan(r["diff_vs_off"]) else f"{r['diff_vs_off']:+.2f} [{r['ci_lo']:+.2f}, {r['ci_hi']:+.2f}]"
-        sig = "" if r["significant"] is None else ("yes" if r["significant"] else "no")
-        lines.append(f"| {r['backbone']} | {r['test_set']} | {r['metric']} | {r['variant']} | {ms} | {rel} | {ci} "
-                     f"| {sig} |")
+        ms = f"{r['mean']:.3g}" + ("" if not np.isfinite(r["std"]) else f" ± {r['std']:.2g}")
+        if r["baseline"] == "":
+            lines.append(f"| {r['backbone']} | {r['dataset']} | {r['test_set']} | {r['label']} | {r['variant']} | | "
+                         f"{r['n_models']} | {ms} | | | | | |")
+            continue
+        ci = "" if not np.isfinite(r["ci_lo"]) else f" [{_num(r['ci_lo'])}, {_num(r['ci_hi'])}]"
+        p = "" if not np.isfinite(r["p"]) else (f"{r['p']:.3g}" + (f" ({r['p_holm']:.3g})" if np.isfinite(
+            r["p_holm"]) else ""))
+        pi = "" if not np.isfinite(r["p_improve"]) else (
+            f"{r['p_improve']:.2f} [{r['p_improve_lo']:.2f}, {r['p_improve_hi']:.2f}]")
+        lines.append(f"| {r['backbone']} | {r['dataset']} | {r['test_set']} | {r['label']} | {r['variant']} | "
+                     f"{r['baseline']} | {r['n_models']} | {ms} | {_num(r['diff'])}{ci} | {_num(r['rel_pct'])} % | "
+                     f"{p} | {pi} | {r['verdict']} |")
     return "\n".join(lines) + "\n\n" + RULE
 
 
@@ -135,17 +310,29 @@ def default_out_dir(base, backbones: list[str]) -> Path:
 def write_compare(run_dirs: list[Path], out_dir: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Path]:
     from .atomic import atomic_write_text
     from .report import write_report
+    from .report_plots import forest
     from .results import check_output_dir
 
     out = check_output_dir(out_dir)
     df = compare_table(run_dirs, n_boot=n_boot, seed=seed)
+    cost = cost_table(run_dirs)
+    verdict = verdict_markdown(df, cost)
     md = compare_markdown(df)
     from .md_report import replica_frame, stability_markdown, stability_table
 
     rep = replica_frame(run_dirs)
     if len(rep):
         md += "\n\n## MD stability\n\n" + stability_markdown(stability_table(rep))
+    lead = {}
+    if not df.empty:
+        for backbone, dataset in dict.fromkeys(zip(df.backbone, df.dataset, strict=True)):
+            png = forest(df, backbone, dataset)
+            if png is not None:
+                lead[f"forest_{backbone}_{dataset}".replace(":", "-")] = png
     atomic_write_text(out / "compare.csv", df.to_csv(index=False))
-    atomic_write_text(out / "compare.md", md + "\n")
-    paths = write_report(run_dirs, out, compare_md=md, compare_df=df, title="mara_bench compare")
-    return {"csv": out / "compare.csv", "md": out / "compare.md", **paths}
+    atomic_write_text(out / "cost.csv", cost.to_csv(index=False))
+    atomic_write_text(out / "compare.md", "# Verdict\n\n" + verdict + "\n\n## All metrics\n\n" + md + "\n")
+    paths = write_report(run_dirs, out, compare_md=md, compare_df=df, title="mara_bench compare",
+                         verdict_md=verdict, lead_figures=lead)
+    return {"csv": out / "compare.csv", "md": out / "compare.md", "cost": out / "cost.csv", "verdict": verdict,
+            **paths}

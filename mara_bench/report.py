@@ -170,7 +170,8 @@ def html_table(df) -> str:
 CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
        "text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}"
-       ".note{background:#f8f8e8;padding:.6em;border-left:4px solid #cc9}")
+       ".note{background:#f8f8e8;padding:.6em;border-left:4px solid #cc9}"
+       "table.verdict td{text-align:left}table.verdict td:first-child{font-weight:bold}")
 
 
 def figures(runs: list[RunData], summary) -> dict[str, bytes]:
@@ -188,10 +189,36 @@ def figures(runs: list[RunData], summary) -> dict[str, bytes]:
     return {k: v for k, v in figs.items() if v is not None}
 
 
+def md_to_html(md: str) -> str:
+    """The small Markdown subset the verdict uses: '### ' headings, pipe tables, paragraphs."""
+    out, table = [], []
+
+    def flush():
+        if table:
+            rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in table if not set(ln) <= set("|-: ")]
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+            out.append(f"<table class='verdict'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            table.clear()
+
+    for ln in md.splitlines():
+        if ln.startswith("|"):
+            table.append(ln)
+            continue
+        flush()
+        if ln.startswith("### "):
+            out.append(f"<h3>{html.escape(ln[4:])}</h3>")
+        elif ln.strip():
+            out.append(f"<p class='note'>{html.escape(ln)}</p>")
+    flush()
+    return "".join(out)
+
+
 def write_report(run_dirs: list[Path], out_dir: str | os.PathLike, compare_md: str | None = None,
-                 compare_df=None, title: str = "mara_bench report", unfinished: list[Path] | None = None
-                 ) -> dict[str, Path]:
-    """Write summary.csv, report.md, report.html and figures/*.png into ``out_dir``."""
+                 compare_df=None, title: str = "mara_bench report", unfinished: list[Path] | None = None,
+                 verdict_md: str | None = None, lead_figures: dict[str, bytes] | None = None) -> dict[str, Path]:
+    """Write summary.csv, report.md, report.html and figures/*.png into ``out_dir``. A compare report opens with
+    ``verdict_md`` and ``lead_figures`` (forest plots), then the long comparison table and the rule."""
     from .results import check_output_dir
 
     out = check_output_dir(out_dir)
@@ -201,7 +228,8 @@ def write_report(run_dirs: list[Path], out_dir: str | os.PathLike, compare_md: s
     summary = summary_frame(runs)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     figs = figures(runs, summary)
-    for name, png in figs.items():
+    lead = dict(lead_figures or {})
+    for name, png in {**lead, **figs}.items():
         atomic_write_bytes(out / "figures" / f"{name}.png", png)
     from .md_report import md_figures, replica_frame, stability_markdown, stability_table
 
@@ -222,7 +250,10 @@ def write_report(run_dirs: list[Path], out_dir: str | os.PathLike, compare_md: s
              "rotation invariant, compare RMSE / percentiles / max for symmetry effects."]
     if unfinished:
         notes.append(f"{len(unfinished)} unfinished run folder(s) skipped: " + ", ".join(p.name for p in unfinished))
-    md = [f"# {title}", "", *[f"- {n}" for n in notes], ""]
+    md = [f"# {title}", ""]
+    if verdict_md:
+        md += ["## Verdict", "", verdict_md, ""] + [f"![{k}](figures/{k}.png)" for k in lead] + [""]
+    md += [*[f"- {n}" for n in notes], ""]
     if compare_md:
         md += ["## Comparison", "", compare_md, ""]
     md += ["## Runs", "", markdown_table(shown), ""]
@@ -230,10 +261,16 @@ def write_report(run_dirs: list[Path], out_dir: str | os.PathLike, compare_md: s
         md += ["## MD stability", "", md_table, ""]
     md += ["## Figures", ""] + [f"![{k}](figures/{k}.png)" for k in figs]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    body = [f"<h1>{html.escape(title)}</h1>", "<div class='note'><ul>"
-            + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul></div>"]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if verdict_md:
+        body += ["<h2>Verdict</h2>", md_to_html(verdict_md)]
+        body += [f"<h3>{html.escape(k)}</h3><img alt='{k}' src='data:image/png;base64,"
+                 f"{base64.b64encode(png).decode()}'>" for k, png in lead.items()]
+    body += ["<div class='note'><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul></div>"]
     if compare_df is not None:
-        body += ["<h2>Comparison</h2>", html_table(compare_df)]
+        shown_cmp = compare_df[[c for c in compare_df.columns if c not in ("in_family", "pairs", "se_models",
+                                                                           "se_shared_test")]]
+        body += ["<h2>Comparison (all metrics)</h2>", html_table(shown_cmp)]
         if compare_md:
             rule = [ln for ln in compare_md.splitlines() if ln.startswith("Rule")]
             body += [f"<p class='note'>{html.escape(r)}</p>" for r in rule]

@@ -166,3 +166,56 @@ def equivariance_bars(summary) -> bytes | None:
         ax.set(yscale="log", title=col.replace("equiv_", "equivariance error: "))
     fig.tight_layout()
     return _png(fig)
+
+
+FOREST_PANELS = (("energy", ("energy_mae_mev_per_atom",)),
+                 ("forces", ("force_mae_mev_A", "force_rmse_mev_A")),
+                 ("force tails", ("force_err_p99_mev_A", "force_err_cvar1_mev_A")))
+_CONTRAST_COLORS = {("scale", "off"): "#8c8c8c", ("control", "off"): "#1f77b4", ("paper", "off"): "#d62728",
+                    ("paper", "scale"): "#ff9896", ("paper", "control"): "#9467bd"}
+
+
+def forest(df, backbone: str, dataset: str) -> bytes | None:
+    """Forest plot of the compare table: Δ relative to the baseline's mean (%) with its 95 % interval, one panel per
+    metric family, a row per test set × metric, a marker per comparison (filled = verdict better/worse)."""
+    c = df[(df.backbone == backbone) & (df.dataset == dataset) & (df.baseline != "")]
+    if c.empty:
+        return None
+    plt = _plt()
+    sets = list(dict.fromkeys(c.test_set))
+    contrasts = [k for k in _CONTRAST_COLORS if ((c.variant == k[0]) & (c.baseline == k[1])).any()]
+    fig, axes = plt.subplots(1, len(FOREST_PANELS), figsize=(4.2 * len(FOREST_PANELS), 0.9 + 0.5 * len(sets) * 2),
+                             sharey=False, squeeze=False)
+    for ax, (title, metrics) in zip(axes[0], FOREST_PANELS, strict=True):
+        labels, y = [], 0.0
+        for s in sets:
+            for m in metrics:
+                for k, (v, b) in enumerate(contrasts):
+                    r = c[(c.test_set == s) & (c.metric == m) & (c.variant == v) & (c.baseline == b)]
+                    if r.empty:
+                        continue
+                    r = r.iloc[0]
+                    base = r["mean"] - r["diff"]
+                    yy = y + 0.12 * (k - (len(contrasts) - 1) / 2)
+                    x = 100 * r["diff"] / base if base else np.nan
+                    filled = r["verdict"] in ("better", "worse")
+                    col = _CONTRAST_COLORS[(v, b)]
+                    if np.isfinite(r.get("ci_lo", np.nan)) and base:
+                        ax.plot([100 * r["ci_lo"] / base, 100 * r["ci_hi"] / base], [yy, yy], color=col, lw=1.5)
+                    ax.plot([x], [yy], "o", color=col, mfc=col if filled else "white", ms=5,
+                            label=f"{v} − {b}" if (y == 0 and m == metrics[0]) else None)
+                labels.append((y, f"{s}\n{m.replace('_mev_per_atom', '').replace('_mev_A', '')}"))
+                y += 1.0
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks([t for t, _ in labels])
+        ax.set_yticklabels([lbl for _, lbl in labels], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("Δ relative to baseline (%), 95 % interval")
+        ax.set_title(title)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, 1.06))
+    fig.suptitle(f"{backbone} · {dataset}: filled = verdict (Holm), open = no clear difference / too few models",
+                 fontsize=9, y=-0.02)
+    return _png(fig)

@@ -1,24 +1,45 @@
-"""Paired bootstrap confidence intervals for differences between MARA variants.
+"""Statistics of a comparison between two MARA variants, with the trained model as the unit of replication.
 
-Rule (also written into every compare report): for a metric m and a variant v, the difference is
-Δ = mean over seeds of [m(v, seed) − m(off, seed)]. Its 95 % interval comes from a paired bootstrap: the test
-structures are resampled with replacement (the same resample for every variant and every seed, because all runs
-of one split see the same test structures), Δ is recomputed on each resample, and the 2.5 / 97.5 percentiles
-are the interval. A difference is called significant only if the interval excludes zero. Seed-to-seed spread is
-reported separately as mean ± std over seeds.
+The rule (also written into every compare report; justified in docs/protocol.md, "Statistics"):
+
+* A *paired model* is one (split, seed) trained with both variants. For each pair i the per-model difference
+  d_i = m(variant_i) − m(base_i) of a metric m is taken on the full test set.
+* Δ = mean_i d_i. Its standard error has two parts. Between models, s_d² / n: the spread of the paired
+  differences over seeds and splits, which already holds each model's own test-set noise (every model errs
+  differently on each structure). Shared by all models, because they are scored on the same test structures:
+  σ²_shared = the mean covariance between the differences of *different* pairs when the test structures are
+  resampled with replacement (paired bootstrap: one resample for every model of a split, stratified by split),
+  = (n·Var*(Δ) − mean_i Var*(d_i)) / (n − 1), floored at 0. SE = sqrt(s_d² / n + σ²_shared). (Adding the whole
+  Var*(Δ) instead would count each model's own test noise twice.)
+* 95 % interval Δ ± t_{n−1, 0.975} · SE and a two-sided p-value from the same t statistic with n − 1 degrees of
+  freedom (with σ²_test = 0 this is exactly scipy's paired t-test and its interval).
+* The family of one comparison (one variant vs one baseline on one test set) is :data:`FAMILY`; its p-values are
+  Holm-adjusted, and a verdict ("better" / "worse") needs a Holm-adjusted p < 0.05. Otherwise "no clear
+  difference". With fewer than :data:`MIN_MODELS` paired models there is no interval and no verdict.
+* P(improvement) = the fraction of paired models in which the variant has the lower (better) value, with an
+  exact (Clopper–Pearson) 95 % interval (scipy.stats.binomtest) — the paired form of rliable's probability of
+  improvement (Agarwal et al. 2021).
+* The maximum error gets no interval (a bootstrap of a sample maximum is not valid): mean ± std only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .metrics import MEV, cvar
 
-BOOTSTRAP_METRICS = ("energy_mae_mev_per_atom", "force_mae_mev_A", "force_rmse_mev_A", "force_err_p99_mev_A",
-                     "force_err_max_mev_A", "force_err_cvar1_mev_A")
+# the metrics of one comparison whose p-values are Holm-adjusted together (lower is better for every one)
+FAMILY = ("energy_mae_mev_per_atom", "force_mae_mev_A", "force_rmse_mev_A", "force_err_p99_mev_A",
+          "force_err_cvar1_mev_A")
+DESCRIPTIVE = ("force_err_max_mev_A",)  # reported as mean ± std, never with an interval
+BOOTSTRAP_METRICS = FAMILY + DESCRIPTIVE
+MIN_MODELS = 3
+ALPHA = 0.05
+EVENT_PREFIX = "force_events_above_"  # force_events_above_<t>_pct: % of atoms with error > t meV/Å (fixed t)
 
 
 @dataclass
@@ -88,40 +109,153 @@ class StructureErrors:
                     out[name] = cvar(atoms, 0.01)
                 elif name == "force_err_mean_mev_A":
                     out[name] = float(atoms.mean())
+                elif name.startswith(EVENT_PREFIX):
+                    out[name] = 100.0 * float((atoms > event_threshold(name)).mean())
                 else:
                     raise KeyError(f"no bootstrap rule for metric '{name}'")
         return out
 
 
-def paired_bootstrap(base: Sequence[StructureErrors], other: Sequence[StructureErrors],
-                     metrics: Sequence[str] = BOOTSTRAP_METRICS, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, dict[str, float]]:
-    """Δ = mean_seeds(m(other) − m(base)) with a paired bootstrap CI over test structures (seeds paired by
-    position in the two lists). Returns per metric: diff, rel (Δ / mean base), lo, hi, significant."""
-    if len(base) != len(other) or not base:
-        raise ValueError("paired_bootstrap needs the same (non-zero) number of runs on both sides")
-    n = base[0].n_structures
-    if any(r.n_structures != n for r in (*base, *other)):
-        raise ValueError("paired runs must have the same test structures")
-    rng = np.random.default_rng(seed)
-    samples = [rng.integers(0, n, size=n) for _ in range(n_boot)]
-    metrics = list(metrics)
-    b0 = [r.metrics(metrics) for r in base]
-    o0 = [r.metrics(metrics) for r in other]
-    boots = {m: np.empty(n_boot) for m in metrics}
-    for k, s in enumerate(samples):
-        bs = [r.metrics(metrics, s) for r in base]
-        os_ = [r.metrics(metrics, s) for r in other]
-        for m in metrics:
-            boots[m][k] = np.mean([o[m] - b[m] for b, o in zip(bs, os_, strict=True)])
+def event_metric(threshold_mev_A: float) -> str:
+    """The metric name of the % of atoms whose force error exceeds a fixed ``threshold_mev_A``."""
+    return f"{EVENT_PREFIX}{float(threshold_mev_A):.6g}_pct"
+
+
+def event_threshold(name: str) -> float:
+    return float(name[len(EVENT_PREFIX):-len("_pct")])
+
+
+def resample_indices(n_structures: dict[Hashable, int], n_boot: int, seed: int) -> dict[Hashable, list[np.ndarray]]:
+    """Bootstrap resamples of the test structures, one list per stratum (split): the same resamples for every
+    model of that stratum, so paired differences are resampled together."""
     out = {}
-    for m in metrics:
-        bm = np.array([d[m] for d in b0])
-        om = np.array([d[m] for d in o0])
-        if np.isnan(bm).any() or np.isnan(om).any():
+    for k, (stratum, n) in enumerate(sorted(n_structures.items(), key=lambda kv: str(kv[0]))):
+        rng = np.random.default_rng([int(seed), k])
+        out[stratum] = [rng.integers(0, n, size=n) for _ in range(n_boot)]
+    return out
+
+
+def model_values(errs: StructureErrors, metrics: Sequence[str], resamples: list[np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(point values [M], bootstrap values [B, M]) of one model."""
+    point = errs.metrics(metrics)
+    boot = [errs.metrics(metrics, idx) for idx in resamples]
+    return (np.array([point[m] for m in metrics]), np.array([[b[m] for m in metrics] for b in boot]).reshape(
+        len(resamples), len(metrics)))
+
+
+@dataclass
+class Difference:
+    """Δ = mean_i (other_i − base_i) over paired models, with its interval, p-value and P(improvement)."""
+
+    metric: str
+    n_models: int
+    diff: float
+    rel: float  # Δ / mean(base)
+    se_models: float = math.nan
+    se_test: float = math.nan
+    se: float = math.nan
+    lo: float = math.nan
+    hi: float = math.nan
+    p: float = math.nan
+    p_holm: float = math.nan
+    p_improve: float = math.nan
+    p_improve_lo: float = math.nan
+    p_improve_hi: float = math.nan
+    in_family: bool = True
+    verdict: str = ""
+    per_model: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def t_interval(d: np.ndarray, var_test: float = 0.0, level: float = 0.95) -> tuple[float, float, float, float]:
+    """(se, lo, hi, p) of mean(d) with SE² = var(d)/n + var_test and n − 1 degrees of freedom."""
+    from scipy import stats
+
+    n = len(d)
+    mean = float(np.mean(d))
+    se = math.sqrt(float(np.var(d, ddof=1)) / n + max(float(var_test), 0.0))
+    q = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    if se == 0.0:
+        return 0.0, mean, mean, (1.0 if mean == 0.0 else 0.0)
+    p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
+    return se, mean - q * se, mean + q * se, p
+
+
+def shared_test_variance(d_boot: np.ndarray) -> float:
+    """The part of the test-set variance of Δ = mean_i d_i that all paired models share: the mean covariance
+    between different models' d under the same structure resamples, (n·Var*(Δ) − mean_i Var*(d_i)) / (n − 1),
+    floored at 0. ``d_boot`` [n models, B resamples]."""
+    n, b = d_boot.shape
+    if n < 2 or b < 2:
+        return 0.0
+    var_mean = float(np.var(d_boot.mean(axis=0), ddof=1))
+    mean_var = float(np.mean(np.var(d_boot, axis=1, ddof=1)))
+    return max(0.0, (n * var_mean - mean_var) / (n - 1))
+
+
+def probability_of_improvement(d: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """(fraction of paired models with d < 0, ties counted half; exact binomial interval, with ties spanning the
+    intervals of counting them all as losses and all as wins) — lower metric values are better."""
+    from scipy import stats
+
+    k, ties, n = int(np.sum(d < 0)), int(np.sum(d == 0)), len(d)
+    lo = stats.binomtest(k, n).proportion_ci(confidence_level=level, method="exact").low
+    hi = stats.binomtest(k + ties, n).proportion_ci(confidence_level=level, method="exact").high
+    return (k + 0.5 * ties) / n, float(lo), float(hi)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down; monotone; capped at 1); NaN entries stay NaN."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    running = 0.0
+    for rank, j in enumerate(ok[np.argsort(p[ok], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[j]))
+        out[j] = running
+    return out.tolist()
+
+
+def compare_models(base: Sequence[tuple[np.ndarray, np.ndarray]], other: Sequence[tuple[np.ndarray, np.ndarray]],
+                   metrics: Sequence[str], level: float = 0.95, alpha: float = ALPHA,
+                   family: Sequence[str] = FAMILY) -> dict[str, Difference]:
+    """Paired comparison from :func:`model_values` of each model (base[i] and other[i] are one pair; pairs of one
+    split must share their bootstrap resamples). Metrics outside ``family`` and :data:`DESCRIPTIVE` get intervals
+    but no Holm adjustment (verdict from their own p); descriptive ones get neither."""
+    if len(base) != len(other) or not base:
+        raise ValueError("compare_models needs the same (non-zero) number of paired models on both sides")
+    n = len(base)
+    bp = np.stack([b[0] for b in base])  # [n, M]
+    op = np.stack([o[0] for o in other])
+    d_boot = np.stack([o[1] - b[1] for b, o in zip(base, other, strict=True)])  # [n, B, M]: d_i per resample
+    out: dict[str, Difference] = {}
+    for j, m in enumerate(metrics):
+        d = op[:, j] - bp[:, j]
+        if np.isnan(d).any():
             continue
-        diff = float(np.mean(om - bm))
-        lo, hi = np.percentile(boots[m], [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-        out[m] = {"diff": diff, "rel": diff / float(np.mean(bm)) if np.mean(bm) else float("nan"),
-                  "lo": float(lo), "hi": float(hi), "significant": bool(lo > 0 or hi < 0)}
+        base_mean = float(np.mean(bp[:, j]))
+        r = Difference(m, n, float(np.mean(d)), float(np.mean(d)) / base_mean if base_mean else math.nan,
+                       in_family=m in family, per_model=d.tolist())
+        if m in DESCRIPTIVE:
+            r.in_family, r.verdict = False, "descriptive only"
+        elif n < MIN_MODELS:
+            r.verdict = f"need ≥ {MIN_MODELS} paired models"
+        else:
+            var_test = shared_test_variance(d_boot[:, :, j])
+            r.se, r.lo, r.hi, r.p = t_interval(d, var_test, level)
+            r.se_models, r.se_test = float(np.std(d, ddof=1) / math.sqrt(n)), math.sqrt(var_test)
+            r.p_improve, r.p_improve_lo, r.p_improve_hi = probability_of_improvement(d, level)
+        out[m] = r
+    fam = [m for m in out if out[m].in_family and not math.isnan(out[m].p)]
+    for m, ph in zip(fam, holm([out[m].p for m in fam]), strict=True):
+        out[m].p_holm = ph
+    for r in out.values():
+        if r.verdict:
+            continue
+        p = r.p_holm if r.in_family else r.p
+        r.verdict = ("better" if r.diff < 0 else "worse") if p < alpha else "no clear difference"
     return out

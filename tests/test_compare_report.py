@@ -22,7 +22,7 @@ def compared(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp")
     data = tiny_backbone.write_lj_extxyz(root / "lj.xyz", 80, seed=2)
     r = subprocess.run([sys.executable, SCRIPT, "compare", "--backbone", "tiny", "--dataset", str(data),
-                        "--variants", "off,on,control", "--seeds", "2", "--preset", "smoke", "--bootstrap", "200",
+                        "--seeds", "3", "--preset", "smoke", "--bootstrap", "200",
                         "--output-dir", str(root / "results"), "--quiet"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     (out,) = (root / "results").glob("compare-*")
@@ -32,39 +32,55 @@ def compared(tmp_path_factory):
 def test_compare_writes_table_and_report(compared):
     root, out, r = compared
     runs = [p for p in (root / "results").iterdir() if (p / "metrics.json").exists()]
-    assert len(runs) == 6
-    df = pd.read_csv(out / "compare.csv")
-    assert set(df["variant"]) == {"off", "paper", "control"}
+    assert len(runs) == 12
+    df = pd.read_csv(out / "compare.csv", keep_default_na=False, na_values=[""])
+    df["baseline"] = df["baseline"].fillna("")
+    assert set(df["variant"]) == {"off", "scale", "control", "paper"}  # the default ladder
     assert set(df["test_set"]) == {"test", "test_rotated"}
-    f = df[(df.metric == "force_mae_mev_A") & (df.test_set == "test")].set_index("variant")
-    assert (f["n_seeds"] == 2).all() and f.loc["off", "std"] >= 0
-    for v in ("paper", "control"):  # CI brackets the observed difference; significance follows the rule
-        row = f.loc[v]
-        assert row["ci_lo"] <= row["diff_vs_off"] <= row["ci_hi"]
-        assert bool(row["significant"]) == (row["ci_lo"] > 0 or row["ci_hi"] < 0)
-        assert row["rel_vs_off_pct"] == pytest.approx(100 * row["diff_vs_off"] / f.loc["off", "mean"], rel=1e-6)
+    f = df[(df.metric == "force_mae_mev_A") & (df.test_set == "test")]
+    own = f[f.baseline == ""].set_index("variant")
+    assert (own["n_models"] == 3).all() and own.loc["off", "std"] >= 0
+    vs = f[f.baseline != ""].set_index(["variant", "baseline"])
+    assert set(vs.index) == {("scale", "off"), ("control", "off"), ("paper", "off"), ("paper", "scale"),
+                             ("paper", "control")}
+    for key, row in vs.iterrows():  # 3 paired models: interval, P(improvement) and a verdict that follows the rule
+        assert row["ci_lo"] <= row["diff"] <= row["ci_hi"] and 0 <= row["p_improve"] <= 1
+        assert row["verdict"] == (("better" if row["diff"] < 0 else "worse") if row["p_holm"] < 0.05
+                                  else "no clear difference")
+        assert row["rel_pct"] == pytest.approx(100 * row["diff"] / own.loc[key[1], "mean"], rel=1e-6)
+    mx = df[(df.metric == "force_err_max_mev_A") & (df.baseline != "")]
+    assert (mx.verdict == "descriptive only").all() and mx.ci_lo.isna().all()
+    ev = df[df.metric.str.startswith("force_events_above_") & (df.baseline == "off")]
+    assert len(set(ev.metric)) == 4 and not ev.in_family.any()  # 3 absolute thresholds + 5 × off MAE
     md = (out / "compare.md").read_text()
-    assert "Rule:" in md and "interval excludes zero" in md
+    assert md.startswith("# Verdict") and "Rule:" in md and "attention credited?" in md
+    head = r.stdout.split("Δ = variant − baseline")[0]  # the verdict table is printed first
+    assert "scale − off" in head and "paper − control" in head and "need ≥ 3" not in head
+    cost = pd.read_csv(out / "cost.csv")
+    assert list(cost.variant) == ["off", "scale", "control", "paper"] and (cost.inference_ms_per_structure > 0).all()
     html = (out / "report.html").read_text()
     imgs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
     assert len(imgs) >= 5 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
     assert "gate_histograms" in html and "force_error_cdf_test" in html and "src='http" not in html
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 12 and summary["equiv_forces_max_abs_eV_A"].notna().all()
+    assert len(summary) == 24 and summary["equiv_forces_max_abs_eV_A"].notna().all()
     # paper variant of the tiny model uses the edge direction: it is not equivariant, off is (float64 check)
     s = summary[summary.test_set == "test"].groupby("mara")["equiv_forces_max_abs_eV_A"].max()
-    assert s["off"] < 1e-9 and s["control"] < 1e-9 and s["paper"] > 1e-6
+    assert s["off"] < 1e-9 and s["scale"] < 1e-9 and s["control"] < 1e-9 and s["paper"] > 1e-6
+    assert html.index("Verdict") < html.index("Comparison (all metrics)") and "forest_tiny" in html
 
 
 def test_compare_reuses_finished_runs(compared):
     root, out, _ = compared
     data = root / "lj.xyz"
     r = subprocess.run([sys.executable, SCRIPT, "compare", "--backbone", "tiny", "--dataset", str(data),
-                        "--variants", "off,control", "--seeds", "1", "--preset", "smoke", "--bootstrap", "100",
+                        "--variants", "off,control", "--seeds", "2", "--preset", "smoke", "--bootstrap", "100",
                         "--output-dir", str(root / "results"), "--out", str(root / "c2"), "--quiet"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("already done") == 2
+    assert r.stdout.count("already done") == 4
+    head = r.stdout.split("Δ = variant − baseline")[0]  # 2 paired models: no verdict
+    assert "need ≥ 3 paired models" in head and "✓ better" not in head and "✗ worse" not in head
 
 
 def test_report_cli_on_results_folder(compared, tmp_path):
@@ -72,7 +88,7 @@ def test_report_cli_on_results_folder(compared, tmp_path):
     r = subprocess.run([sys.executable, "-m", "mara_bench", "report", str(root / "results"), "-o", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "6 runs" in r.stdout
+    assert "12 runs" in r.stdout
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "report.md").exists()
     assert "![force_error_cdf_test](figures/force_error_cdf_test.png)" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "figures" / "force_error_cdf_test.png").stat().st_size > 1000

@@ -2,7 +2,8 @@
 
 * :class:`TinyPairModel` — E = Σ_atoms E0(Z) + ½ Σ_edges readout(φ(r_ij, Z_i, Z_j)) · fc(r_ij); an exactly
   E(3)-invariant learnable pair potential (forces by autograd). With a MARA variant it gates each edge message:
-  ``paper`` uses the edge direction (not rotation invariant, like real MARA), ``control`` only r (invariant).
+  ``paper`` uses the edge direction (not rotation invariant, like real MARA), ``control`` only r (invariant),
+  ``scale`` a learned constant.
 * :func:`make_lj_frames` — random small clusters labelled by ASE's Lennard-Jones calculator (real energies and
   forces of that potential, in eV and eV/Å), written as extxyz so that they go through the real data layer.
 
@@ -28,12 +29,15 @@ def _cutoff(r, r_max):
 
 
 class TinyGate(torch.nn.Module):
-    """Edge gate; keeps ``last_gates`` like MARA. paper: depends on direction; control: on r only."""
+    """Edge gate; keeps ``last_gates`` like MARA. paper: depends on direction; control: on r only; scale: one
+    learned constant."""
 
     def __init__(self, hidden: int, variant: str):
         super().__init__()
         self.variant = variant
         self.lin = torch.nn.Linear(hidden + (3 if variant == "paper" else 0), 1)
+        if variant == "scale":
+            self.lin.weight.requires_grad_(False).zero_()
         self.last_gates = None
 
     def forward(self, m, unit):

@@ -1,8 +1,10 @@
 """``mara_bench compare``: run (or reuse) backbone × MARA variant × seed, then a paired comparison.
 
-Per metric and variant: mean ± std over seeds, change relative to ``off``, and a paired bootstrap 95 % interval
-of the difference over test structures (significant only if it excludes zero). Writes compare.csv, compare.md,
-summary.csv, report.md and report.html into the compare folder. ``--md`` also runs molecular dynamics with every
+The default ladder is off, scale, control, paper. The unit of replication is a trained model (runs paired by split
+and seed): per metric, Δ vs off (and paper vs scale / control) with a 95 % interval holding the between-model and
+the test-set variability, P(improvement) and a verdict (Holm across the metrics of one comparison; none with fewer
+than 3 paired models; rule in docs/protocol.md). Prints the verdict table; writes compare.csv, compare.md (verdict
+first), cost.csv, summary.csv, report.md and report.html (verdict and forest plot first) into the compare folder. ``--md`` also runs molecular dynamics with every
 trained model (``--md-*`` options, as in ``mara_bench md``) and adds an MD stability table and survival plots.
 """
 
@@ -19,7 +21,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_model_args(p, multi=True)
     p.add_argument("--backbones", default=None, help="comma-separated backbones (overrides --backbone)")
     add_data_args(p)
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds 0..N-1 (default 3)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="number of seeds 0..N-1 (default 3; verdicts need >= 3 paired models, 5 give power)")
     p.add_argument("--output-dir", default="results", help="results folder (default results/)")
     p.add_argument("--out", default=None, help="compare folder (default <output-dir>/compare-<backbones>-<dataset>-...)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -79,5 +82,7 @@ def main(args: argparse.Namespace) -> int:
 
         run_md_all(dirs, md, progress=not args.quiet, force=args.force)
     paths = write_compare(dirs, out, n_boot=args.bootstrap)
-    print(f"compare table: {paths['csv']}\nreport: {paths['html']}")
+    print()
+    print(paths["verdict"])
+    print(f"\ncompare table: {paths['csv']}\nreport: {paths['html']}")
     return 0
