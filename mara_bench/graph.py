@@ -78,18 +78,17 @@ class FrameGraph:
 
     def to_data(self) -> MaraData:
         """This frame as a :class:`MaraData` (float64; the tensors share memory with the numpy arrays)."""
-        d = {"pos": torch.from_numpy(np.ascontiguousarray(self.positions, dtype=np.float64)),
-             "z": torch.from_numpy(np.ascontiguousarray(self.numbers, dtype=np.int64)),
-             "edge_index": torch.from_numpy(np.ascontiguousarray(self.edge_index, dtype=np.int64)),
-             "shifts": torch.from_numpy(np.ascontiguousarray(self.shifts, dtype=np.float64)),
-             "unit_shifts": torch.from_numpy(np.ascontiguousarray(self.unit_shifts, dtype=np.int64)),
-             "cell": torch.from_numpy(np.ascontiguousarray(self.cell, dtype=np.float64)),
-             "pbc": torch.from_numpy(np.ascontiguousarray(self.pbc, dtype=bool)),
-             "frame_index": torch.tensor(int(self.index))}
+        def t(a, dt):  # torch.from_numpy: no copy (scalars via 0-d arrays: ~3x cheaper than torch.tensor)
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=dt))
+
+        f64, i64 = np.float64, np.int64
+        d = {"pos": t(self.positions, f64), "z": t(self.numbers, i64), "edge_index": t(self.edge_index, i64),
+             "shifts": t(self.shifts, f64), "unit_shifts": t(self.unit_shifts, i64), "cell": t(self.cell, f64),
+             "pbc": t(self.pbc, bool), "frame_index": torch.from_numpy(np.asarray(self.index, dtype=i64))}
         if self.energy is not None:
-            d["energy"] = torch.tensor(float(self.energy), dtype=torch.float64)
+            d["energy"] = torch.from_numpy(np.asarray(self.energy, dtype=f64))  # 0-d
         if self.forces is not None:
-            d["forces"] = torch.from_numpy(np.ascontiguousarray(self.forces, dtype=np.float64))
+            d["forces"] = t(self.forces, f64)
         return MaraData.from_dict(d)
 
 

@@ -1,4 +1,5 @@
-"""``load_dataset(name, split, data_dir, test)`` and the on-disk graph cache ``graphs_for(dataset, split, r_max)``."""
+"""``load_dataset(name, split, data_dir, test)``, the on-disk graph cache ``graphs_for(dataset, split, r_max)`` and
+its PyG view ``pyg_data_for(dataset, split, r_max)`` (one ``torch_geometric.data.Data`` per frame)."""
 
 from __future__ import annotations
 
@@ -161,6 +162,13 @@ def graphs_for(dataset: Dataset, split_name: str, r_max: float, progress: bool =
     while len(_MEMORY) > _MEMORY_SLOTS:
         _MEMORY.popitem(last=False)
     return graphs
+
+
+def pyg_data_for(dataset: Dataset, split_name: str, r_max: float, progress: bool = True) -> list:
+    """The frames of one split as ``torch_geometric.data.Data`` (:class:`mara_bench.graph.MaraData`, float64, own
+    memory), neighbour lists from :func:`graphs_for`'s cache. Batch them with ``torch_geometric.loader.DataLoader``
+    or :func:`mara_bench.graph.collate`'s PyG collation; either gives a :data:`mara_bench.graph.GraphBatch`."""
+    return [g.to_data().clone() for g in graphs_for(dataset, split_name, r_max, progress=progress)]
 
 
 def clear_memory_cache() -> None:
