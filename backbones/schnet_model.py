@@ -65,6 +65,14 @@ class SchNetEnergyModel(EnergyModel):
         self.register_buffer("shift_of_z", shift_of_z)
         self.register_buffer("known_z", known, persistent=False)
 
+    def _apply(self, fn, recurse=True):
+        """``.to(float32)`` etc. move the per-element shifts but keep them float64 (eV totals of ~1e4 would lose
+        ~1 meV per atom in float32)."""
+        shifts = self.shift_of_z
+        out = super()._apply(fn, recurse)
+        self.shift_of_z = shifts.to(device=self.shift_of_z.device, dtype=torch.float64)
+        return out
+
     def forward(self, batch, compute_forces: bool = True, training: bool = False) -> dict[str, torch.Tensor]:
         numbers = batch.numbers
         if not bool(self.known_z[numbers].all()):
