@@ -53,6 +53,7 @@ class _OuterT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b):
+        a, b = a.contiguous(), b.contiguous()  # a sliced operand would take a slow batched-GEMM path
         ctx.save_for_backward(a, b)
         return torch.bmm(a.transpose(1, 2), b)
 
@@ -153,11 +154,13 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     scale = 1.0 / math.sqrt(ch)
     Qb = basis(0).view(E, 5, nh, ch).transpose(1, 2) * scale  # [E, nh, 5, ch]
     Kb = basis(1).view(E, 5, nh, ch).transpose(1, 2)
-    B = torch.matmul(Qb, Kb.transpose(2, 3))  # [E, nh, 5, 5]: B_rs = Q_r·K_s/√c
-    b = torch.matmul(Kb, q0.view(nh, ch, 1) * scale)  # [E, nh, 5, 1]: K_sᵀ q₀/√c
+    Qb, Kb = Qb.reshape(E * nh, 5, ch), Kb.reshape(E * nh, 5, ch)  # heads into the batch
+    BT = torch.bmm(Kb, Qb.transpose(1, 2))  # [E·nh, 5, 5]: Bᵀ, B_rs = Q_r·K_s/√c
+    b = torch.matmul(Kb, q0.view(nh, ch, 1).repeat(E, 1, 1) * scale) if nh > 1 else torch.matmul(Kb, q0 * scale)
     # L_k = Bᵀ X_k + b, augmented with a 1 that meets log ω in the key coefficients: S = [L; 1]ᵀ [X; log ω]
-    LT = torch.matmul(B.transpose(2, 3), XT.unsqueeze(1)) + b  # [E, nh, 5, K]
-    LT = torch.cat([LT, ones.unsqueeze(1).expand(E, nh, 1, K)], 2).reshape(E * nh, 6, K)
+    XTh = XT if nh == 1 else XT.unsqueeze(1).expand(E, nh, 5, K).reshape(E * nh, 5, K)
+    LT = torch.baddbmm(b.view(E * nh, 5, 1), BT, XTh)  # [E·nh, 5, K]
+    LT = torch.cat([LT, ones.expand(E, 1, K).repeat_interleave(nh, 0) if nh > 1 else ones], 1)  # [E·nh, 6, K]
     XwT = torch.cat([XT, M.log_w.view(1, 1, K).expand(E, 1, K)], 1)  # [E, 6, K]
     if nh > 1:
         XwT = XwT.unsqueeze(1).expand(E, nh, 6, K).reshape(E * nh, 6, K)

@@ -19,6 +19,16 @@ Peak memory
   i.e. what the step itself needs on top of models, data and the Python process. On the CPU freed memory is
   handed back first (``malloc_trim``), but memory the allocators keep can still be reused unseen, so the CPU
   delta is a lower bound.
+
+FLOPs and the floor
+-------------------
+* ``flops``: floating-point operations of one call, counted by :class:`torch.utils.flop_counter.FlopCounterMode`
+  on the same batch (one extra, untimed call; a training step's double backward included). That counter knows
+  matrix products (mm, addmm, bmm, baddbmm, convolutions, attention kernels) and counts a multiply-add as 2;
+  element-wise work (softmax, LayerNorm, activations) is not in it.
+* :func:`gemm_probe`: the machine's dense float matmul rate (GFLOP/s, median of a few square products) measured
+  in the timing process with the same threads; ``floor_ms = flops / rate`` is the time the counted arithmetic
+  needs at that rate, so ``median_ms / floor_ms`` says how far a step is from its matmul floor.
 """
 
 from __future__ import annotations
@@ -79,6 +89,53 @@ def measure(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2, device="c
 
         torch.cuda.synchronize(torch.device(device))
     return [time_call_ms(fn, device) for _ in range(repeats)]
+
+
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's per-module tracker. That tracker hooks module outputs with multi-grad hooks,
+    which raise inside ``torch.autograd.grad`` (how every backbone computes forces); totals need no modules."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return False
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` (``FlopCounterMode``: matrix products, multiply-add = 2; deterministic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def gemm_probe(device="cpu", dtype: str = "float32", n: int = 512, repeats: int = 7) -> dict[str, Any]:
+    """Dense matmul rate with the current threads: GFLOP/s of ``repeats`` n x n x n products (median and best).
+
+    On the CPU the rate is per second of process CPU time (``gflops``; wall-clock in ``wall_gflops``), the same
+    clock as ``cpu_median_ms``, so a loaded machine shifts both alike; on CUDA it is per second of GPU time."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dt)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dt)
+    for _ in range(2):
+        torch.mm(a, b)
+    pairs = [time_call_cpu_ms(lambda: torch.mm(a, b), device) for _ in range(repeats)]
+    wall = [w for w, _ in pairs]
+    clock = wall if is_cuda(device) else [max(c, 1e-6) for _, c in pairs]
+    flop = 2.0 * n**3
+    return {"n": n, "dtype": dtype, "repeats": repeats, "clock": "cuda_events" if is_cuda(device) else "process_cpu",
+            "median_ms": quantile(clock, 0.5), "gflops": flop / (quantile(clock, 0.5) * 1e6),
+            "best_gflops": flop / (min(clock) * 1e6), "wall_gflops": flop / (quantile(wall, 0.5) * 1e6),
+            "threads": torch.get_num_threads()}
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -215,7 +272,12 @@ ROW_KEYS: dict[str, tuple] = {
     "compile_s": _OPT_NUM, "cpu_median_ms": _OPT_NUM, "cpu_overhead_vs_off": _OPT_NUM, "times_ms": (list,),
     "cpu_times_ms": (list,),
 }
-ROW_ORDER = list(ROW_KEYS)
+# checked when present (results written before these columns existed stay valid)
+OPTIONAL_ROW_KEYS: dict[str, tuple] = {
+    "mara_impl": _OPT_STR, "flops": _OPT_NUM, "gflops_per_s": _OPT_NUM, "floor_ms": _OPT_NUM,
+    "flops_vs_off": _OPT_NUM, "speedup_vs_reference": _OPT_NUM, "cpu_speedup_vs_reference": _OPT_NUM,
+}
+ROW_ORDER = list(ROW_KEYS)[:4] + ["mara_impl"] + list(ROW_KEYS)[4:] + [k for k in OPTIONAL_ROW_KEYS if k != "mara_impl"]
 
 
 def validate_timing(obj: Any) -> list[str]:
@@ -238,6 +300,9 @@ def validate_timing(obj: Any) -> list[str]:
             if k not in row:
                 errs.append(f"rows[{i}] missing '{k}'")
             elif not isinstance(row[k], types) or (bool not in types and isinstance(row[k], bool)):
+                errs.append(f"rows[{i}].{k} has type {type(row[k]).__name__}")
+        for k, types in OPTIONAL_ROW_KEYS.items():
+            if k in row and (not isinstance(row[k], types) or isinstance(row[k], bool)):
                 errs.append(f"rows[{i}].{k} has type {type(row[k]).__name__}")
         if row.get("mode") not in MODES:
             errs.append(f"rows[{i}].mode must be one of {MODES}")
@@ -288,18 +353,51 @@ def _fmt(v, spec: str) -> str:
     return format(v, spec)
 
 
+def _variant_label(r: dict[str, Any]) -> str:
+    impl = r.get("mara_impl")
+    return f"{r['variant']}/{impl}" if impl and impl != "folded" else str(r["variant"])
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Plain-text table of timing rows (one line per size × mode × variant)."""
-    head = (f"{'atoms':>6} {'edges':>7} {'mode':<9} {'variant':<8} {'median ms':>10} {'IQR ms':>8} "
-            f"{'atoms*steps/s':>13} {'ns/day':>8} {'peak MiB':>9} {'+MiB':>7} {'x off':>6} {'cpu x off':>9}  note")
+    """Plain-text table of timing rows (one line per size × mode × variant [/ implementation])."""
+    head = (f"{'atoms':>6} {'edges':>7} {'mode':<9} {'variant':<15} {'median ms':>10} {'IQR ms':>8} "
+            f"{'atoms*steps/s':>13} {'ns/day':>8} {'peak MiB':>9} {'+MiB':>7} {'x off':>6} {'cpu x off':>9} "
+            f"{'MFLOP':>9} {'GFLOP/s':>7} {'flop x off':>10} {'x ref':>6}  note")
     lines = [head, "-" * len(head)]
     for r in rows:
+        flops = r.get("flops")
         lines.append(
-            f"{r['n_atoms']:>6} {r['n_edges']:>7} {r['mode']:<9} {r['variant']:<8} {_fmt(r['median_ms'], '10.2f')} "
+            f"{r['n_atoms']:>6} {r['n_edges']:>7} {r['mode']:<9} {_variant_label(r):<15} {_fmt(r['median_ms'], '10.2f')} "
             f"{_fmt(r['iqr_ms'], '8.2f')} {_fmt(r['atoms_steps_per_s'], '13.0f')} {_fmt(r['ns_per_day'], '8.3f')} "
             f"{_fmt(r['peak_mem_mb'], '9.0f')} {_fmt(r.get('peak_mem_delta_mb'), '7.0f')} {_fmt(r['overhead_vs_off'], '6.3f')} "
-            f"{_fmt(r.get('cpu_overhead_vs_off'), '9.3f')}  {r['note']}")
+            f"{_fmt(r.get('cpu_overhead_vs_off'), '9.3f')} {_fmt(None if flops is None else flops / 1e6, '9.1f')} "
+            f"{_fmt(r.get('gflops_per_s'), '7.2f')} {_fmt(r.get('flops_vs_off'), '10.3f')} "
+            f"{_fmt(r.get('cpu_speedup_vs_reference'), '6.2f')}  {r['note']}")
     return "\n".join(lines)
+
+
+def floor_summary(rows: list[dict[str, Any]], gemm_gflops: float | None) -> list[str]:
+    """Per gated row: the time it adds over ``off`` per edge, against its added FLOPs at the GEMM rate."""
+    if not gemm_gflops:
+        return []
+    off = {(r["n_atoms"], r["mode"]): r for r in rows if r["variant"] == "off" and r["status"] == "ok"}
+    out = []
+    for r in rows:
+        base = off.get((r["n_atoms"], r["mode"]))
+        if r["variant"] == "off" or base is None or r["status"] != "ok" or r.get("flops") is None:
+            continue
+        if base.get("flops") is None or not r.get("cpu_median_ms") or not base.get("cpu_median_ms"):
+            continue
+        added_ms = r["cpu_median_ms"] - base["cpu_median_ms"]
+        added_flops = r["flops"] - base["flops"]
+        floor_ms = added_flops / (gemm_gflops * 1e6)
+        per_edge = 1e6 / max(1, r["n_edges"])  # ms -> ns per edge
+        ratio = added_ms / floor_ms if floor_ms > 0 else float("nan")
+        out.append(f"{r['n_atoms']} atoms {r['mode']:<9} {_variant_label(r):<15} adds {added_ms:8.2f} ms CPU "
+                   f"({added_ms * per_edge:8.0f} ns/edge) for {added_flops / 1e6:9.2f} MFLOP "
+                   f"({added_flops / max(1, r['n_edges']) / 1e3:7.1f} kFLOP/edge = {floor_ms * per_edge:6.0f} ns/edge "
+                   f"at {gemm_gflops:.1f} GFLOP/s): {ratio:6.1f}x its FLOP floor")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ plot

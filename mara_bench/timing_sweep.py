@@ -22,7 +22,7 @@ import torch
 
 from .config import MARA_VARIANTS
 from .graph import GraphBatch
-from .timing import is_oom, peak_memory_of, summarize, throughput, time_call_cpu_ms, time_call_ms
+from .timing import count_flops, is_oom, peak_memory_of, summarize, throughput, time_call_cpu_ms, time_call_ms
 from .timing_systems import Molecule, load_molecule, make_batch, stats_for
 
 # ------------------------------------------------------------------------------------------------ models
@@ -34,6 +34,29 @@ class Variant:
     model: torch.nn.Module
     step_model: Any  # the model or its torch.compile wrapper
     optimizer: torch.optim.Optimizer
+
+
+def set_mara_impl(model: torch.nn.Module, impl: str) -> int:
+    """Switch every ``paper`` MARA inside ``model`` to implementation ``impl`` (mara.IMPLS); returns how many."""
+    from .mara import MARA
+
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, MARA) and mod.variant == "paper":
+            mod.set_impl(impl)
+            n += 1
+    return n
+
+
+def arms(variants: tuple[str, ...], impls: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
+    """(key, variant, MARA implementation) per timed model: ``paper`` once per implementation, others once."""
+    out = []
+    for v in variants:
+        if v == "paper":
+            out += [("paper" if i == impls[0] else f"paper/{i}", "paper", i) for i in impls]
+        else:
+            out.append((v, v, None))
+    return out
 
 
 def build_model(backbone: str, preset: str, variant: str, stats, dtype: torch.dtype, device: str,
@@ -111,10 +134,14 @@ class SweepSettings:
     mara_heads: int = 1
     max_step_s: float | None = None  # skip a size when one warm-up step takes longer
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    mara_impls: tuple[str, ...] = ("folded",)  # paper is timed once per implementation (mara.IMPLS)
+    flops: bool = True  # count FLOPs per variant and mode (one extra untimed call each)
 
 
-def _row(s: SweepSettings, variant: str, mode: str, size: int, batch: GraphBatch, status="ok", note="") -> dict:
-    return {"backbone": s.backbone, "preset": s.preset, "variant": variant, "mode": mode, "device": str(s.device),
+def _row(s: SweepSettings, variant: str, mode: str, size: int, batch: GraphBatch, status="ok", note="",
+         impl: str | None = None) -> dict:
+    return {"backbone": s.backbone, "preset": s.preset, "variant": variant, "mode": mode, "mara_impl": impl,
+            "device": str(s.device),
             "dtype": s.dtype, "compiled": bool(s.compile), "size_requested": int(size),
             "n_atoms": int(batch.positions.shape[0]), "n_edges": int(batch.edge_index.shape[1]),
             "n_graphs": int(batch.num_graphs), "status": status, "note": note, "repeats": 0, "warmup": s.warmup,
@@ -122,7 +149,9 @@ def _row(s: SweepSettings, variant: str, mode: str, size: int, batch: GraphBatch
             "min_ms": None, "mean_ms": None, "atoms_steps_per_s": None, "ns_per_day": None, "peak_mem_mb": None,
             "peak_mem_delta_mb": None, "peak_mem_kind": None, "overhead_vs_off": None, "overhead_q25": None,
             "overhead_q75": None,
-            "compile_s": None, "cpu_median_ms": None, "cpu_overhead_vs_off": None, "times_ms": [], "cpu_times_ms": []}
+            "compile_s": None, "cpu_median_ms": None, "cpu_overhead_vs_off": None, "times_ms": [], "cpu_times_ms": [],
+            "flops": None, "gflops_per_s": None, "floor_ms": None, "flops_vs_off": None, "speedup_vs_reference": None,
+            "cpu_speedup_vs_reference": None}
 
 
 def _free(device: str) -> None:
@@ -131,8 +160,12 @@ def _free(device: str) -> None:
     release_memory(device)
 
 
-def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tuple[list[dict], str]:
-    """All rows for one system size. Returns (rows, stats_kind). Out-of-memory → rows with status 'skipped'."""
+def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None,
+              gemm_gflops: float | None = None) -> tuple[list[dict], str]:
+    """All rows for one system size. Returns (rows, stats_kind). Out-of-memory → rows with status 'skipped'.
+
+    Every variant (and every MARA implementation of ``paper``) is a separate model built from the same seed;
+    repeats interleave all of them, so ratios (× off, × reference) are paired."""
     from .registry import get_backbone
 
     dtype = getattr(torch, s.dtype)
@@ -141,7 +174,10 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
     batch_cpu, graphs = make_batch(mol, size, r_max, dtype)
     stats, stats_kind = stats_for(mol, graphs, r_max)
     batch = batch_cpu.to(s.device, dtype)
-    rows = {(v, m): _row(s, v, m, size, batch) for v in s.variants for m in s.modes}
+    arm_list = arms(s.variants, s.mara_impls)
+    keys = [a[0] for a in arm_list]
+    ref_key = next((k for k, _v, i in arm_list if i == "reference"), None)
+    rows = {(k, m): _row(s, v, m, size, batch, impl=i) for k, v, i in arm_list for m in s.modes}
     live: dict[str, Variant] = {}
     times: dict[tuple[str, str], list[float]] = {k: [] for k in rows}
     cpu_times: dict[tuple[str, str], list[float]] = {k: [] for k in rows}
@@ -152,11 +188,13 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
             times.pop(k, None)
 
     try:
-        for v in s.variants:
+        for k, v, impl in arm_list:
             model = build_model(s.backbone, s.preset, v, stats, dtype, s.device, s.mara_grid, s.mara_hidden,
                                 s.mara_heads, s.model_overrides)
+            if impl is not None:
+                set_mara_impl(model, impl)
             step_model = torch.compile(model) if s.compile else model
-            live[v] = Variant(v, model, step_model, make_optimizer(model, train_opts))
+            live[k] = Variant(k, model, step_model, make_optimizer(model, train_opts))
         for v, var in live.items():  # warm-up (and compile) — never timed into the statistics
             for m in s.modes:
                 fn = _call(var, m, batch, train_opts)
@@ -176,9 +214,14 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
                         rows[(v, m)]["compile_s"] = time.perf_counter() - t0
                     if s.max_step_s and ms / 1e3 > s.max_step_s:
                         raise TimeoutError(f"one {m} step took {ms / 1e3:.1f} s > --max-step-s {s.max_step_s:g}")
+        if s.flops:  # one untimed counted call per variant and mode (deterministic: same batch, same ops)
+            for (v, m), row in rows.items():
+                if (v, m) in times:  # counted on the eager model (a compiled one does the same arithmetic)
+                    eager = dataclasses.replace(live[v], step_model=live[v].model)
+                    row["flops"] = count_flops(_call(eager, m, batch, train_opts))
         for r in range(s.repeats):  # interleaved: every repeat times every variant, order rotated per repeat
-            k = r % len(s.variants)
-            for v in list(s.variants[k:]) + list(s.variants[:k]):
+            k = r % len(keys)
+            for v in keys[k:] + keys[:k]:
                 for m in s.modes:
                     if (v, m) not in times:
                         continue
@@ -215,6 +258,16 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
             ratios = [a / b for a, b in zip(ms, base, strict=True)]  # paired: same repeat, same process
             q = summarize(ratios)
             row.update(overhead_vs_off=q["median_ms"], overhead_q25=q["q25_ms"], overhead_q75=q["q75_ms"])
+        if row["flops"] is not None:
+            row["gflops_per_s"] = row["flops"] / (st["median_ms"] * 1e6)
+            if gemm_gflops:
+                row["floor_ms"] = row["flops"] / (gemm_gflops * 1e6)
+            fbase = rows.get(("off", m), {}).get("flops")
+            if fbase:
+                row["flops_vs_off"] = row["flops"] / fbase
+        ref = times.get((ref_key, m))
+        if v != ref_key and row["variant"] == "paper" and ref and len(ref) == len(ms):
+            row["speedup_vs_reference"] = summarize([b / a for a, b in zip(ms, ref, strict=True)])["median_ms"]
         cpu = cpu_times[(v, m)]
         if str(s.device).startswith("cuda"):  # host CPU time says nothing about GPU work
             continue
@@ -222,6 +275,9 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None) -> tupl
         cbase = cpu_times.get(("off", m))
         if cbase and len(cbase) == len(cpu) and ("off", m) in times:
             row["cpu_overhead_vs_off"] = summarize([a / b for a, b in zip(cpu, cbase, strict=True)])["median_ms"]
+        cref = cpu_times.get((ref_key, m))
+        if row["speedup_vs_reference"] is not None and cref and len(cref) == len(cpu):
+            row["cpu_speedup_vs_reference"] = summarize([b / a for a, b in zip(cpu, cref, strict=True)])["median_ms"]
     return list(rows.values()), stats_kind
 
 
@@ -250,14 +306,17 @@ def run_sweep(s: SweepSettings, command: str = "", progress: bool = True) -> dic
 
     from .timing import SCHEMA
 
+    from .timing import gemm_probe
+
     mol = load_molecule(s.molecule, s.data_dir)
+    gemm = gemm_probe(s.device, s.dtype) if s.flops else None
     rows: list[dict] = []
     stats_kinds = set()
     bar = tqdm(total=len(s.sizes) * s.repeats, desc=f"time {s.backbone}", unit="rep", disable=not progress)
     try:
         for size in s.sizes:
             bar.set_postfix_str(f"{size} atoms")
-            size_rows, kind = time_size(s, mol, size, progress=bar)
+            size_rows, kind = time_size(s, mol, size, progress=bar, gemm_gflops=gemm["gflops"] if gemm else None)
             rows += size_rows
             stats_kinds.add(kind)
             if any(r["status"] == "skipped" for r in size_rows):
@@ -268,5 +327,7 @@ def run_sweep(s: SweepSettings, command: str = "", progress: bool = True) -> dic
     settings.update(molecule=mol.name, molecule_source=mol.source, molecule_atoms=mol.n_atoms,
                     molecule_frames=len(mol.frames), stats=",".join(sorted(stats_kinds)) or None,
                     fs_per_step=0.5, interleaved=True)
+    env = environment(s.device)
+    env["gemm"] = gemm  # the dense matmul rate the FLOP floors are computed with (timing.gemm_probe)
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
-            "settings": settings, "environment": environment(s.device), "rows": rows}
+            "settings": settings, "environment": env, "rows": rows}

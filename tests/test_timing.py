@@ -133,7 +133,9 @@ def test_sweep_rows_schema_and_paired_ratios(tmp_path):
     res = small_sweep()
     assert timing.validate_timing(res) == []
     rows = res["rows"]
-    assert len(rows) == 2 * 3 * 2  # sizes × variants × modes
+    from mara_bench.config import MARA_VARIANTS
+
+    assert len(rows) == 2 * len(MARA_VARIANTS) * 2  # sizes × variants (off, scale, control, paper) × modes
     assert {r["n_atoms"] for r in rows} == {12, 60}  # C6H6 copies
     for r in rows:
         assert r["status"] == "ok" and r["repeats"] == 3 and len(r["times_ms"]) == 3
@@ -290,3 +292,86 @@ def test_cli_times_real_mace_smoke(tmp_path, capsys):
     assert set(rows) == {("off", "inference"), ("off", "train"), ("paper", "inference"), ("paper", "train")}
     assert all(r["status"] == "ok" and r["n_atoms"] == 12 and r["n_edges"] > 0 for r in rows.values())
     assert res["settings"]["stats"] == "synthetic"
+
+
+# ------------------------------------------------------------------------------------------------ FLOPs, GEMM floor, MARA implementations
+
+
+def test_count_flops_is_exact_for_a_matmul_and_deterministic_for_a_training_step():
+    a, b = torch.randn(30, 40), torch.randn(40, 50)
+    assert timing.count_flops(lambda: a @ b) == 2 * 30 * 40 * 50
+    from mara_bench.timing_sweep import inference_step, make_optimizer, train_step
+    from mara_bench.timing_systems import load_molecule, make_batch
+
+    batch, _ = make_batch(load_molecule("ase:C6H6"), 24, 4.0, torch.float32)
+    model = PairModel("paper", torch.float32)
+    opt = make_optimizer(model, {})
+    counts = [timing.count_flops(lambda: train_step(model, batch, opt)) for _ in range(2)]
+    inf = timing.count_flops(lambda: inference_step(model, batch))
+    assert counts[0] == counts[1] > inf > 0  # training adds the double backward and the parameter gradients
+
+
+def test_gemm_probe_reports_a_positive_rate():
+    g = timing.gemm_probe(n=64, repeats=3)
+    assert g["gflops"] > 0 and g["best_gflops"] >= g["gflops"] and g["n"] == 64 and g["clock"] == "process_cpu"
+
+
+def test_sweep_records_flops_floor_and_gemm_rate():
+    res = small_sweep(sizes=(12,))
+    assert timing.validate_timing(res) == []
+    gemm = res["environment"]["gemm"]
+    assert gemm["gflops"] > 0
+    rows = {(r["variant"], r["mode"]): r for r in res["rows"]}
+    for (v, m), r in rows.items():
+        assert r["flops"] > 0 and r["gflops_per_s"] > 0
+        assert r["floor_ms"] == pytest.approx(r["flops"] / (gemm["gflops"] * 1e6))
+        assert r["flops_vs_off"] == pytest.approx(r["flops"] / rows[("off", m)]["flops"])
+    assert rows[("paper", "train")]["flops"] > rows[("off", "train")]["flops"]  # the test gate has a Linear
+    assert rows[("paper", "train")]["flops"] > rows[("paper", "inference")]["flops"]
+    assert small_sweep(sizes=(12,), flops=False)["rows"][0]["flops"] is None
+
+
+def test_validator_checks_optional_columns_only_when_present():
+    res = small_sweep(sizes=(12,), variants=("off",), modes=("inference",))
+    old = copy.deepcopy(res)
+    for k in timing.OPTIONAL_ROW_KEYS:
+        old["rows"][0].pop(k)
+    assert timing.validate_timing(old) == []  # results written before the FLOP columns stay valid
+    res["rows"][0]["flops"] = "many"
+    assert any("flops" in e for e in timing.validate_timing(res))
+
+
+def test_arms_time_paper_once_per_implementation():
+    from mara_bench.timing_sweep import arms
+
+    assert arms(("off", "paper", "control"), ("folded", "reference")) == [
+        ("off", "off", None), ("paper", "paper", "folded"), ("paper/reference", "paper", "reference"),
+        ("control", "control", None)]
+
+
+def test_cli_mara_impl_times_the_reference_path_inside_mace(tmp_path, capsys):
+    pytest.importorskip("mace", reason="mace-torch is not installed")
+    pytest.importorskip("torch_harmonics", reason="torch-harmonics is not installed")
+    from mara_bench.cli import main
+
+    rc = main(["time", "--backbone", "mace", "--mara", "off,on", "--mara-impl", "folded,reference", "--preset",
+               "smoke", "--sizes", "12", "--repeats", "2", "--warmup", "1", "--molecule", "ase:C6H6",
+               "--output-dir", str(tmp_path), "--threads", "1", "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "paper/reference" in out and "GFLOP/s" in out and "its FLOP floor" in out
+    res = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert timing.validate_timing(res) == []
+    rows = {(r["variant"], r["mara_impl"], r["mode"]): r for r in res["rows"]}
+    for mode in ("inference", "train"):
+        ours, ref = rows[("paper", "folded", mode)], rows[("paper", "reference", mode)]
+        assert ours["speedup_vs_reference"] > 0 and ours["cpu_speedup_vs_reference"] > 0
+        assert ref["speedup_vs_reference"] is None
+        assert ref["flops"] > ours["flops"] > rows[("off", None, mode)]["flops"]  # folding removes arithmetic
+
+
+def test_cli_rejects_an_unknown_mara_impl(capsys):
+    from mara_bench.cli import main
+
+    assert main(["time", "--mara-impl", "folded,fast", "--quiet"]) == 2
+    assert "unknown --mara-impl value 'fast'" in capsys.readouterr().err

@@ -35,6 +35,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mara-grid", default="4x8", help="MARA S2 grid HxW (default 4x8)")
     p.add_argument("--mara-hidden", type=int, default=32, help="MARA hidden width (default 32)")
     p.add_argument("--mara-heads", type=int, default=1, help="MARA heads (default 1)")
+    p.add_argument("--mara-impl", default="folded",
+                   help="comma-separated implementations of the paper gate, each timed as its own model in the same "
+                        "interleaved repeats: folded (default), fused, matmul, reference (torch-harmonics AttentionS2 "
+                        "on [E, C, H, W], release-style); e.g. --mara-impl folded,reference adds an 'x ref' column")
+    p.add_argument("--no-flops", action="store_true",
+                   help="skip the FLOP count (FlopCounterMode, one extra call per variant) and the GEMM probe")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",
                    help="override a model preset value, e.g. --set model.num_channels=64")
     p.add_argument("--max-step-s", type=float, default=None,
@@ -67,7 +73,13 @@ def settings_from_args(args: argparse.Namespace):
     from ..timing import MODES
     from ..timing_sweep import SweepSettings
 
+    from ..mara import IMPLS
+
     variants = tuple(dict.fromkeys(normalize_mara(v) for v in parse_csv(args.variants, "--mara")))
+    impls = tuple(dict.fromkeys(parse_csv(args.mara_impl, "--mara-impl")))
+    for i in impls:
+        if i not in IMPLS:
+            raise unknown("--mara-impl value", i, IMPLS)
     modes = tuple(parse_csv(args.modes, "--modes"))
     for m in modes:
         if m not in MODES:
@@ -92,7 +104,7 @@ def settings_from_args(args: argparse.Namespace):
         sizes=parse_sizes(args.sizes), repeats=args.repeats, warmup=args.warmup, compile=args.compile, modes=modes,
         molecule=args.molecule, data_dir=args.data_dir or os.environ.get("MARA_BENCH_DATA") or None,
         mara_grid=parse_grid(args.mara_grid), mara_hidden=args.mara_hidden, mara_heads=args.mara_heads,
-        max_step_s=args.max_step_s, model_overrides=overrides)
+        max_step_s=args.max_step_s, model_overrides=overrides, mara_impls=impls, flops=not args.no_flops)
 
 
 def resolve_device(device: str) -> str:
@@ -121,13 +133,19 @@ def main(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads >= 1:
         torch.set_num_threads(args.threads)
     s = settings_from_args(args)
-    from ..timing import format_table, plot_timing, write_results
+    from ..timing import floor_summary, format_table, plot_timing, write_results
     from ..timing_sweep import run_sweep
 
     result = run_sweep(s, command=" ".join(["python -m mara_bench"] + sys.argv[1:]), progress=not args.quiet)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{s.backbone}-{s.preset}-{s.device.replace(':', '')}"
     j, c = write_results(result, args.output_dir, stamp)
     print(format_table(result["rows"]))
+    gemm = result["environment"].get("gemm")
+    if gemm:
+        print(f"dense matmul rate (GEMM probe {gemm['n']}^3 {gemm['dtype']}, {gemm['threads']} threads): "
+              f"{gemm['gflops']:.1f} GFLOP/s median, {gemm['best_gflops']:.1f} best")
+        for line in floor_summary(result["rows"], gemm["gflops"]):
+            print(line)
     print(f"threads={result['environment']['threads']} device={result['environment']['device_name']} "
           f"molecule={result['settings']['molecule']} stats={result['settings']['stats']}")
     print(f"wrote {j} and {c}")
