@@ -304,9 +304,7 @@ def run_sweep(s: SweepSettings, command: str = "", progress: bool = True) -> dic
     """Time every size of ``s``; return the results object (schema :data:`mara_bench.timing.SCHEMA`)."""
     from tqdm import tqdm
 
-    from .timing import SCHEMA
-
-    from .timing import gemm_probe
+    from .timing import SCHEMA, gemm_probe
 
     mol = load_molecule(s.molecule, s.data_dir)
     gemm = gemm_probe(s.device, s.dtype) if s.flops else None

@@ -322,7 +322,7 @@ def test_sweep_records_flops_floor_and_gemm_rate():
     gemm = res["environment"]["gemm"]
     assert gemm["gflops"] > 0
     rows = {(r["variant"], r["mode"]): r for r in res["rows"]}
-    for (v, m), r in rows.items():
+    for (_v, m), r in rows.items():
         assert r["flops"] > 0 and r["gflops_per_s"] > 0
         assert r["floor_ms"] == pytest.approx(r["flops"] / (gemm["gflops"] * 1e6))
         assert r["flops_vs_off"] == pytest.approx(r["flops"] / rows[("off", m)]["flops"])

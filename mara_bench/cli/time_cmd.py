@@ -69,11 +69,10 @@ def settings_from_args(args: argparse.Namespace):
 
     from ..config import DTYPES, PRESETS, normalize_mara, parse_grid, parse_override
     from ..errors import unknown
+    from ..mara import IMPLS
     from ..registry import backbone_entries
     from ..timing import MODES
     from ..timing_sweep import SweepSettings
-
-    from ..mara import IMPLS
 
     variants = tuple(dict.fromkeys(normalize_mara(v) for v in parse_csv(args.variants, "--mara")))
     impls = tuple(dict.fromkeys(parse_csv(args.mara_impl, "--mara-impl")))
