@@ -23,7 +23,7 @@ pip_install --no-deps -r requirements-nodeps.txt
 # mara_bench itself, plus the built-in backbones package (mara_bench_backbones), editable.
 pip_install --no-deps --no-build-isolation -e .
 # fail loudly if anything essential is missing
-.venv/bin/python -c "import torch, e3nn, mace, nequip, torch_harmonics, ase, mara_bench, mara_bench_backbones" \
+.venv/bin/python -c "import torch, e3nn, mace, nequip, torch_harmonics, torch_geometric, ase, mara_bench, mara_bench_backbones" \
   || { echo "bootstrap: the environment is incomplete (see pip output above)"; exit 1; }
 .venv/bin/python -m mara_bench --version
 echo "set-up done: activate with 'source .venv/bin/activate'"

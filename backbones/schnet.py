@@ -18,6 +18,10 @@ class SchNetBackbone(Backbone):
     mara_placement: ClassVar[str] = (
         "every interaction's CFConv (a PyG MessagePassing layer): gates the per-edge messages x_j * W_ij before "
         "the neighbour sum, through PyG's message forward hook (mara_bench.pyg.attach_mara)")
+    option_rules: ClassVar[dict[str, str]] = {
+        "r_max": "float>0", "hidden_channels": "int>=2", "num_filters": "int>=1", "num_interactions": "int>=1",
+        "num_gaussians": "int>=2",
+    }
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
         "smoke": {
             "model": {"r_max": 4.0, "hidden_channels": 16, "num_filters": 16, "num_interactions": 2,
@@ -37,7 +41,7 @@ class SchNetBackbone(Backbone):
                       "num_gaussians": 51},
             "train": {"batch_size": 10, "max_train_frames": 950, "max_val_frames": 50, "max_epochs": 2000,
                       "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.0,
-                      "energy_weight": 0.01, "forces_weight": 0.99,
+                      "energy_weight": 0.01, "forces_weight": 0.99, "energy_loss": "total",
                       "scheduler": "plateau", "scheduler_patience": 75, "scheduler_factor": 0.5,
                       "ema_decay": 0.995, "early_stopping_patience": 200, "grad_clip": None},
         },
