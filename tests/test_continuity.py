@@ -13,7 +13,7 @@ import torch
 
 from mara_bench.continuity import (
     EPS,
-    TOLERANCE,
+    ROUNDOFF,
     align_rotation,
     cone_aligned,
     default_directions,
@@ -117,6 +117,29 @@ def test_smooth_model_is_continuous_and_jumps_shrink_linearly():
     assert "continuous" in summary_line(res)
 
 
+def test_verdict_is_scale_free():
+    """The floor follows the model's own ε³ residual: a very stiff smooth model (10⁴ × the pair energy, limit ~4e-9,
+    far above round-off) is continuous; a kink 100× below the floor is not resolved, one 50× above it is; on the
+    soft model (floor = ROUNDOFF) a kink of 1e-10 eV/Å is already found."""
+    u = grid_points(4, 8)[9].numpy()
+
+    def model(scale, cone):
+        def fn(batch):
+            pos = batch.positions.detach().requires_grad_(True)
+            e = scale * pair_energy(batch, pos) + pair_energy(batch, pos, cone, u) - pair_energy(batch, pos)
+            return {"energy": e.detach(), "forces": -torch.autograd.grad(e.sum(), pos)[0]}
+
+        return fn
+
+    stiff = force_continuity(model(1e4, 0.0), molecules())
+    assert stiff["continuous"] and stiff["jump_limit_eV_A"] > 1e-9 and stiff["floor_eV_A"] > 1e-8
+    assert force_continuity(model(1e4, 1e-12), molecules())["continuous"]
+    kinked = force_continuity(model(1e4, 1e-6), molecules())
+    assert not kinked["continuous"] and kinked["n_discontinuous"] == 4  # the 4 probes at direction 9
+    soft = force_continuity(model(1.0, 1e-10), molecules())
+    assert not soft["continuous"] and soft["floor_eV_A"] == ROUNDOFF
+
+
 def test_kinked_model_is_flagged_with_the_analytic_jump():
     """E += c·ρ_k for one grid direction: moving the receiver by s perpendicular to the aligned edge gives
     ρ ≈ |s|, so the force on it jumps by 2c along the displacement (and by −2c on the sender)."""
@@ -157,16 +180,17 @@ def test_mara_paper_gate_is_discontinuous_and_control_is_not():
             return {"energy": e.detach(), "forces": -torch.autograd.grad(e.sum(), pos)[0]}
 
         fns[variant] = fn
-    assert force_continuity(fns["control"], molecules())["jump_limit_eV_A"] < TOLERANCE
+    control = force_continuity(fns["control"], molecules())
+    assert control["continuous"] and control["jump_limit_eV_A"] < 1e-9
     paper = force_continuity(fns["paper"], molecules())
-    assert paper["jump_limit_eV_A"] > 100 * TOLERANCE and not paper["continuous"]
+    assert paper["jump_limit_eV_A"] > 1e-5 and not paper["continuous"] and paper["n_discontinuous"] >= 1
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="decreasing"):
         force_continuity(pair_fn(), molecules(1), eps=(1e-5, 1e-4))
     with pytest.raises(ValueError, match="decreasing"):
-        force_continuity(pair_fn(), molecules(1), eps=(1e-4,))
+        force_continuity(pair_fn(), molecules(1), eps=(1e-4, 1e-5))
     with pytest.raises(ValueError, match="outside"):
         force_continuity(pair_fn(), molecules(1), directions=[32])
 
