@@ -180,3 +180,44 @@ def test_shifts_stay_float64_after_to_float32():
     e32 = m(b)["energy"]
     e64 = build("paper")(batch())["energy"]
     assert e32.dtype == torch.float64 and float((e32 - e64).abs().max()) < 1e-3  # float32 rounding of y only
+
+
+def test_cli_list_and_run_with_mara_on(cli, tmp_path):
+    """`list` shows schnet; `run --backbone schnet --mara on` (smoke, embedded default dataset) writes its results."""
+    import json
+
+    env = {"MARA_BENCH_CACHE": str(tmp_path / "cache"), "MARA_BENCH_THREADS": "1"}
+    r = cli("list", "backbones", env=env)
+    assert r.returncode == 0 and "schnet" in r.stdout and "torch-geometric" in r.stdout, r.stderr
+    out = tmp_path / "res"
+    r = cli("run", "--backbone", "schnet", "--mara", "on", "--preset", "smoke", "--quiet", "--output-dir", str(out),
+            env=env)
+    assert r.returncode == 0, r.stderr
+    (rd,) = list(out.iterdir())
+    m = json.loads((rd / "metrics.json").read_text())
+    assert m["backbone"] == "schnet" and m["mara"] == "paper" and m["parameters"]["mara"] > 0
+    assert 0 < m["test_sets"]["test"]["force_mae_mev_A"] < m["test_sets"]["test"]["zero_force_mae_mev_A"] * 2
+    g = np.load(rd / "gates.npz")
+    assert 0 < g["block0_gate"].min() and g["block1_gate"].max() < 1
+
+
+@pytest.mark.slow
+def test_cli_compare_time_md_sweep(cli, tmp_path):
+    """schnet in compare (off vs scale), time, md and a local sweep (smoke sizes)."""
+    env = {"MARA_BENCH_CACHE": str(tmp_path / "cache"), "MARA_BENCH_THREADS": "1"}
+    out = tmp_path / "res"
+    r = cli("compare", "--backbone", "schnet", "--variants", "off,scale", "--preset", "smoke", "--seeds", "1",
+            "--quiet", "--output-dir", str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    run_dir = next(p for p in out.iterdir() if p.name.startswith("schnet-scale"))
+    r = cli("md", str(run_dir), "--temperature", "300", "--steps", "20", "--replicas", "1", "--quiet", env=env)
+    assert r.returncode == 0 and (run_dir / "md" / "md.json").is_file(), r.stderr
+    r = cli("time", "--backbone", "schnet", "--mara", "off,control", "--sizes", "20", "--preset", "smoke",
+            "--repeats", "1", "--warmup", "0", "--modes", "inference", "--no-flops", "--threads", "1",
+            "--output-dir", str(tmp_path / "time"), env=env)
+    assert r.returncode == 0 and any((tmp_path / "time").glob("*schnet*.json")), r.stderr
+    sweep = tmp_path / "grid.yaml"
+    sweep.write_text(f"backbones: [schnet]\nvariants: [control]\npresets: [smoke]\nseeds: [0]\n"
+                     f"output_dir: {tmp_path / 'sweep'}\n")
+    r = cli("sweep", str(sweep), "--executor", "local", "--jobs", "1", env=env, timeout=900)
+    assert r.returncode == 0 and list((tmp_path / "sweep").glob("schnet-control-*/metrics.json")), r.stderr
