@@ -44,7 +44,10 @@ def test_asv_discovers_the_expected_benchmarks(tmp_path):
                 "model_step.ForwardForces.peakmem_forward_forces", "model_step.TrainStep.peakmem_train_step",
                 "accuracy.SmokeAccuracy.track_force_mae", "accuracy.SmokeAccuracy.track_force_p99",
                 "mara_kernel_bench.MaraKernel.time_fwd_bwd",
-                "mara_kernel_bench.MaraKernelRatio.track_speedup_vs_attention_s2"}
+                "mara_kernel_bench.MaraKernelRatio.track_speedup_vs_attention_s2",
+                "mara_overhead.MaraEndToEnd.track_train_paper_over_off",
+                "mara_overhead.MaraEndToEnd.track_train_reference_over_paper",
+                "mara_overhead.MaraEndToEnd.track_infer_paper_over_off"}
     assert expected <= names, sorted(names)
 
 
@@ -54,3 +57,25 @@ def test_asv_config_uses_the_existing_environment():
     conf = json.loads(body)
     assert conf["environment_type"] == "existing" and conf["repo"] == ".."
     assert (BENCH / conf["benchmark_dir"] / "__init__.py").is_file()
+
+
+def test_end_to_end_ratio_benchmark_measures_paired_ratios(monkeypatch):
+    """The tracked numbers come from a real interleaved sweep (MACE smoke here, to keep the test short)."""
+    pytest.importorskip("mace", reason="mace-torch is not installed")
+    pytest.importorskip("torch_harmonics", reason="torch-harmonics is not installed")
+    sys.path.insert(0, str(BENCH))
+    try:
+        from benchmarks import mara_overhead
+    finally:
+        sys.path.remove(str(BENCH))
+    monkeypatch.setattr(mara_overhead, "RATIO_PRESET", "smoke")
+    monkeypatch.setattr(mara_overhead, "ATOMS", 20)
+    monkeypatch.setattr(mara_overhead, "REPEATS", 2)
+    monkeypatch.setattr(mara_overhead, "RATIO_BACKBONES", ["mace"])
+    cache = mara_overhead._sweep_all()
+    bench = mara_overhead.MaraEndToEnd()
+    bench.setup(cache, "mace")
+    for name in ("track_train_paper_over_off", "track_train_reference_over_paper", "track_infer_paper_over_off"):
+        value = getattr(bench, name)(cache, "mace")
+        assert isinstance(value, float) and value > 0, (name, value)
+    assert bench.track_train_paper_over_off(cache, "mace") > 1.0  # the gate costs something
