@@ -113,6 +113,9 @@ def test_deepcopy_keeps_working_and_independent():
             p.add_(0.5)
     assert not torch.allclose(m(b)["energy"], c(b)["energy"], rtol=0, atol=1e-8)
     assert c.edges is not m.edges and c.schnet.interactions[0].conv._mara_edges is c.edges
+    from mara_bench.pyg import MaraEdges
+
+    assert MaraEdges.of(c) is c.edges and MaraEdges.of(m) is m.edges
 
 
 def test_periodic_shifts_enter_distances_and_gates():
