@@ -473,3 +473,17 @@ def test_folded_path_never_builds_a_token_tensor():
     has_kc = [s for s in tokens if E in s and K in s and C in s]
     assert has_kc  # the readable path does build [E, K, C] tensors: the check can fail
     assert not [s for s in folded if E in s and K in s and C in s], sorted(folded)
+
+
+def test_one_head_forms_from_per_edge_scalars_equal_the_explicit_bases():
+    """The one-head path builds its per-edge Grams from linear and quadratic forms of n_e; the general path from
+    explicit C-vector bases. Same numbers (float64)."""
+    from mara_bench.mara_kernels import _edge_forms_bases, _edge_forms_one_head
+
+    M = mara("paper", D=9, hidden=8, grid=(3, 4), seed=7)
+    randomize_(M, seed=8, scale=1.0)
+    m, _ = edges(E=11, D=9)
+    h = M.w_h(m)
+    for a, b in zip(_edge_forms_one_head(M, h), _edge_forms_bases(M, h), strict=True):
+        assert a.shape == b.shape
+        assert _max_rel(a, b) <= 1e-12
