@@ -14,6 +14,12 @@
    for both; the release's parameter counts, 135,745 for D = 4096, only fit one shared W_h).
 7. m'_e = m_e + α_e·m_e.
 
+How ``paper`` is computed (``MARA.set_impl``, all equal to ≤ 1e-10 in float64 for values and first and second
+derivatives): ``"folded"`` (default, :mod:`mara_bench.mara_kernels`: the token algebra folded into a few coefficients
+per grid point, no [E, K, C] tensor), the readable token path ``tokens`` → ``attend`` → ``gate_readout``
+(``"fused"``, ``"matmul"``, ``"sdpa"``), and ``"reference"`` (:class:`ReferenceMARA`'s torch-harmonics
+``AttentionS2`` computation on [E, C, H, W], the release-style path, for timing).
+
 ``MARA(D, variant="control")``: α_e = sigmoid(MLP([l=0 channels of m_e, Bessel radial basis of r_e])), exactly
 rotation invariant; a 2-hidden-layer SiLU MLP whose width is chosen so its parameter count matches ``paper``.
 
