@@ -1,10 +1,12 @@
 """One trainer per run folder: an exclusive lock held for the whole run.
 
-The lock is ``<run>/.lock``, taken with :mod:`filelock` (an OS lock, ``flock`` on Linux): the kernel drops it
-when its process ends in any way, kill -9 included, so a lock left by a dead process is simply free again and the
-next run takes it over (and says so). Who holds it is written to ``<run>/.lock_holder.json`` (pid, host, start
-time, command) so that a second process can name the holder: it stops with a one-line
-:class:`~mara_bench.errors.RunLocked` (exit 2) before writing anything.
+The lock is the file ``<run>/.lock``, taken with :mod:`filelock` (an OS lock, ``flock`` on Linux): the kernel
+drops it when its process ends in any way, kill -9 included, so a lock left by a dead process is simply free again
+and the next run takes it over (and says so). Who holds it is written to ``<run>/.lock_holder.json`` (pid, host,
+start time, command) so that a second process can name the holder: it stops with a one-line
+:class:`~mara_bench.errors.RunLocked` (exit 2) before writing anything. Both files are removed when the run ends
+(the lock file is unlinked while still held; filelock refuses a lock taken on an unlinked file, so a peer racing
+with the release retries on the new file), leaving the run folder with its documented files only.
 """
 
 from __future__ import annotations
@@ -18,13 +20,18 @@ from pathlib import Path
 
 from .errors import RunLocked
 
-LOCK_NAME = ".lock"
-HOLDER_NAME = ".lock_holder.json"
+
+def lock_path(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / ".lock"
+
+
+def holder_path(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / ".lock_holder.json"
 
 
 def read_holder(run_dir: str | os.PathLike) -> dict | None:
     try:
-        rec = json.loads((Path(run_dir) / HOLDER_NAME).read_text())
+        rec = json.loads(holder_path(run_dir).read_text())
         return rec if isinstance(rec, dict) else None
     except (OSError, ValueError):
         return None
@@ -59,7 +66,7 @@ class RunLock:
                 return self
             self.release()
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(run_dir / LOCK_NAME), timeout=0, thread_local=False)
+        lock = FileLock(str(lock_path(run_dir)), timeout=0, thread_local=False)
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -74,7 +81,7 @@ class RunLock:
                   "without finishing", file=sys.stderr, flush=True)
         from .atomic import atomic_write_json
 
-        atomic_write_json(run_dir / HOLDER_NAME, {"pid": os.getpid(), "host": socket.gethostname(),
+        atomic_write_json(holder_path(run_dir), {"pid": os.getpid(), "host": socket.gethostname(),
                                                   "time": time.time(), "command": " ".join(sys.argv)})
         return self
 
@@ -84,7 +91,8 @@ class RunLock:
         try:
             rec = read_holder(self.run_dir)
             if rec and rec.get("pid") == os.getpid() and rec.get("host") == socket.gethostname():
-                (self.run_dir / HOLDER_NAME).unlink(missing_ok=True)
+                holder_path(self.run_dir).unlink(missing_ok=True)
+            lock_path(self.run_dir).unlink(missing_ok=True)  # still held: a racing peer's flock is refused
         except OSError:
             pass
         finally:

@@ -80,8 +80,9 @@ def test_one_trainer_per_run_folder_and_takeover_after_kill(tmp_path, runner):
             dirs = [d for d in out.iterdir() if d.is_dir()] if out.exists() else []
             rd = dirs[0] if dirs else None
             time.sleep(0.1)
-        holder = json.loads((rd / ".lock_holder.json").read_text())
-        assert holder["pid"] == first.pid
+        from mara_bench.runlock import read_holder
+
+        assert read_holder(rd)["pid"] == first.pid
 
         second = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
         assert second.returncode == 2, second.stderr
@@ -113,7 +114,9 @@ def test_one_trainer_per_run_folder_and_takeover_after_kill(tmp_path, runner):
     assert f"taking over run folder '{rd}' from PID {first.pid}" in third.stderr
     assert "resuming from" in third.stdout + third.stderr
     assert (rd / "metrics.json").is_file()
-    assert not (rd / ".lock_holder.json").exists()  # released at the end
+    assert read_holder(rd) is None  # released at the end
+    assert sorted(f.name for f in rd.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json", "predictions.npz",
+                                                    "run_info.json", "train_log.csv"]  # nothing of the lock inside
     assert json.loads((rd / "metrics.json").read_text())["train"]["resumed_from_epoch"] == 1
 
 
