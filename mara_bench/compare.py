@@ -37,6 +37,76 @@ def plan(base, backbones: list[str], variants: list[str], seeds: list[int]) -> l
     return cfgs
 
 
+BUDGETS = ("auto", "epochs", "flops", "both")
+AFFORDABLE = 3.0  # auto: add the equal-compute runs when they cost at most this × the equal-epoch training
+
+
+def flops_per_epoch(cfg) -> int:
+    """Training FLOPs of one epoch of ``cfg`` (its model built as the run would build it; nothing is written)."""
+    import torch
+
+    from .cost import epoch_flops, train_step_flops
+    from .pipeline import build_model, prepare
+
+    p = prepare(cfg)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    model = build_model(p, dtype)
+    step = train_step_flops(model, p.train_graphs, int(p.train_opts["batch_size"]), dtype, p.device,
+                            p.train_opts.get("energy_loss", "per_atom"))
+    return epoch_flops(step, len(p.train_graphs))
+
+
+@dataclasses.dataclass
+class FlopBudget:
+    """Equal compute for one backbone: every variant gets ``budget`` training FLOPs, the costliest variant's spend
+    in the preset's epochs."""
+
+    backbone: str
+    epochs: int  # the preset's (equal-epoch) budget
+    flops_per_epoch: dict[str, int]
+    budget: float
+
+    def epochs_for(self, variant: str) -> int:
+        from .cost import budget_epochs
+
+        return budget_epochs(self.budget, self.flops_per_epoch[variant])
+
+    def cost_ratio(self) -> float:
+        """Training FLOPs of the equal-compute runs / those of the equal-epoch runs."""
+        return len(self.flops_per_epoch) * self.budget / sum(self.epochs * f for f in self.flops_per_epoch.values())
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{v} {self.epochs_for(v)} epochs" for v in self.flops_per_epoch)
+        return (f"{self.backbone}: equal compute = {self.budget:.3g} training FLOPs (the costliest variant's "
+                f"{self.epochs} epochs): {parts}")
+
+
+def flop_budget(cfgs: list) -> FlopBudget:
+    """The FLOP budget of one backbone's comparison (``cfgs``: that backbone's equal-epoch configs)."""
+    from .pipeline import check_config
+
+    first = cfgs[0]
+    _, _, train_opts = check_config(first)
+    fpe = {}
+    for c in cfgs:
+        if c.mara not in fpe:
+            fpe[c.mara] = flops_per_epoch(c)
+    epochs = int(train_opts["max_epochs"])
+    return FlopBudget(first.backbone, epochs, fpe, float(max(fpe.values()) * epochs))
+
+
+def budget_configs(cfgs: list, budget: FlopBudget) -> list:
+    """The equal-compute configs: ``train.budget_flops`` for every variant that needs more epochs; a variant whose
+    budget buys exactly the preset's epochs reuses its equal-epoch run."""
+    out = []
+    for c in cfgs:
+        if budget.epochs_for(c.mara) == budget.epochs:
+            out.append(c)
+        else:
+            out.append(dataclasses.replace(c, overrides={**c.overrides, "train.budget_flops": budget.budget}))
+    return out
+
+
 def run_all(cfgs: list, progress: bool = True, force: bool = False) -> list[Path]:
     from .pipeline import run_config
 
@@ -100,9 +170,15 @@ def event_thresholds(off_errs: list, abs_thresholds=None, factors=(5,)) -> list[
     return out
 
 
-def compare_table(run_dirs: list[Path], n_boot: int = 1000, seed: int = 0):
-    """One row per (backbone, dataset, test set, metric, variant, baseline); baseline '' holds the variant's own
-    mean ± std over models."""
+def compare_table(run_dirs: list[Path] | dict[str, list[Path]], n_boot: int = 1000, seed: int = 0,
+                  budget: str = "equal epochs"):
+    """One row per (budget, backbone, dataset, test set, metric, variant, baseline); baseline '' holds the variant's
+    own mean ± std over models. ``run_dirs`` may map budget names ("equal epochs", "equal FLOPs") to run folders."""
+    if isinstance(run_dirs, dict):
+        import pandas as pd
+
+        parts = [compare_table(d, n_boot, seed, b) for b, d in run_dirs.items() if d]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     import pandas as pd
 
     from .config import variant_rank
@@ -129,7 +205,7 @@ def compare_table(run_dirs: list[Path], n_boot: int = 1000, seed: int = 0):
             metrics = [m for m in BOOTSTRAP_METRICS] + list(names)
             resamples = resample_indices(sizes, n_boot, seed)
             vals = {v: {k: model_values(e, metrics, resamples[k[0]]) for k, e in rs.items()} for v, rs in errs.items()}
-            base_row = {"backbone": backbone, "dataset": dataset, "test_set": set_name}
+            base_row = {"budget": budget, "backbone": backbone, "dataset": dataset, "test_set": set_name}
             for v in variants:
                 point = np.array([vals[v][k][0] for k in sorted(vals[v])]) if vals[v] else np.empty((0, len(metrics)))
                 for j, mname in enumerate(metrics):
@@ -162,32 +238,38 @@ def compare_table(run_dirs: list[Path], n_boot: int = 1000, seed: int = 0):
     return pd.DataFrame(rows)
 
 
-def cost_table(run_dirs: list[Path]):
-    """Cost of each backbone × dataset × variant from the runs' own records (medians over models)."""
+def cost_table(run_dirs: list[Path] | dict[str, list[Path]], budget: str = "equal epochs"):
+    """Cost of each budget × backbone × dataset × variant from the runs' own records (medians over models)."""
     import pandas as pd
 
     from .config import variant_rank
     from .report import load_runs
 
+    if isinstance(run_dirs, dict):
+        parts = [cost_table(d, b) for b, d in run_dirs.items() if d]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     rows = []
     for r in load_runs(run_dirs):
         m = r.metrics
         tr, inf = m.get("train") or {}, m.get("inference") or {}
         epochs = tr.get("epochs") or 0
-        rows.append({"backbone": m.get("backbone"), "dataset": m.get("dataset"), "variant": m.get("mara"),
+        rows.append({"budget": budget, "backbone": m.get("backbone"), "dataset": m.get("dataset"),
+                     "variant": m.get("mara"), "epochs": epochs,
+                     "train_flops": tr.get("train_flops", np.nan),
                      "parameters": (m.get("parameters") or {}).get("total"),
                      "mara_parameters": (m.get("parameters") or {}).get("mara"),
                      "train_s_per_epoch": tr["train_time_s"] / epochs if epochs and "train_time_s" in tr else np.nan,
                      "inference_ms_per_structure": inf.get("ms_per_structure", np.nan),
-                     "inference_cpu_ms_per_structure": inf.get("cpu_ms_per_structure", np.nan)})
+                     "inference_cpu_ms_per_structure": inf.get("cpu_ms_per_structure", np.nan),
+                     "inference_flops_per_structure": inf.get("flops_per_structure", np.nan)})
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    g = df.groupby(["backbone", "dataset", "variant"], sort=False)
+    g = df.groupby(["budget", "backbone", "dataset", "variant"], sort=False)
     out = g.median(numeric_only=True).reset_index()
     out["n_models"] = g.size().values
     out["_r"] = out["variant"].map(variant_rank)
-    return out.sort_values(["backbone", "dataset", "_r"]).drop(columns="_r").reset_index(drop=True)
+    return out.sort_values(["budget", "backbone", "dataset", "_r"]).drop(columns="_r").reset_index(drop=True)
 
 
 def _num(v: float) -> str:
@@ -213,14 +295,16 @@ def verdict_markdown(df, cost=None, test_sets: list[str] | None = None) -> str:
 
     out = []
     cmp_ = df[df.baseline != ""]
-    for (backbone, dataset, set_name), g in df.groupby(["backbone", "dataset", "test_set"], sort=False):
+    for (budget, backbone, dataset, set_name), g in df.groupby(["budget", "backbone", "dataset", "test_set"],
+                                                               sort=False):
         if test_sets is not None and set_name not in test_sets:
             continue
-        c = cmp_[(cmp_.backbone == backbone) & (cmp_.dataset == dataset) & (cmp_.test_set == set_name)]
+        c = cmp_[(cmp_.budget == budget) & (cmp_.backbone == backbone) & (cmp_.dataset == dataset)
+                 & (cmp_.test_set == set_name)]
         own = g[g.baseline == ""]
         variants = [v for v in dict.fromkeys(own.variant) if v != "off"]
         n = int(c.n_models.max()) if len(c) else 0
-        out.append(f"### {backbone} · {dataset} · {set_name} — {n} paired models")
+        out.append(f"### {backbone} · {dataset} · {set_name} · at {budget} — {n} paired models")
         out.append("")
         vs_off = c[c.baseline == "off"]
         if vs_off.empty:
@@ -258,16 +342,20 @@ def verdict_markdown(df, cost=None, test_sets: list[str] | None = None) -> str:
                 out.append(f"| {METRIC_LABELS.get(m, m)} | {cells[0]} | {cells[1]} | {credit} |")
             out.append("")
         if cost is not None and len(cost):
-            cs = cost[(cost.backbone == backbone) & (cost.dataset == dataset)]
+            cs = cost[(cost.budget == budget) & (cost.backbone == backbone) & (cost.dataset == dataset)]
             if len(cs):
                 out.append("| cost | " + " | ".join(cs.variant) + " |")
                 out.append("|---|" + "---|" * len(cs))
                 out.append("| parameters (MARA) | " + " | ".join(
                     f"{int(r.parameters):,} ({int(r.mara_parameters or 0):,})" for r in cs.itertuples()) + " |")
+                out.append("| epochs · training FLOPs | " + " | ".join(
+                    f"{int(r.epochs)} · {r.train_flops:.3g}" for r in cs.itertuples()) + " |")
                 out.append("| training s/epoch (median) | " + " | ".join(
                     _plain(r.train_s_per_epoch) for r in cs.itertuples()) + " |")
                 out.append("| inference ms/structure (E+F) | " + " | ".join(
                     _plain(r.inference_ms_per_structure) for r in cs.itertuples()) + " |")
+                out.append("| inference FLOPs/structure | " + " | ".join(
+                    _plain(r.inference_flops_per_structure) for r in cs.itertuples()) + " |")
                 out.append("")
     out.append("Δ = variant − baseline (lower is better for every metric); [95 % interval]; P↑ = P(improvement) over "
                "paired models; † = outside the Holm family. Wall times come from each run's own record and depend "
@@ -283,12 +371,13 @@ def compare_markdown(df) -> str:
     """The long table: every metric, variant and baseline."""
     if df.empty:
         return "(no comparable runs)"
-    lines = ["| backbone | dataset | test set | metric | variant | vs | n | mean ± std | Δ [95 % interval] | rel. | "
-             "p (Holm) | P↑ [95 %] | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| budget | backbone | dataset | test set | metric | variant | vs | n | mean ± std | Δ [95 % interval] | "
+             "rel. | p (Holm) | P↑ [95 %] | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in df.iterrows():
         ms = f"{r['mean']:.3g}" + ("" if not np.isfinite(r["std"]) else f" ± {r['std']:.2g}")
         if r["baseline"] == "":
-            lines.append(f"| {r['backbone']} | {r['dataset']} | {r['test_set']} | {r['label']} | {r['variant']} | | "
+            lines.append(f"| {r['budget']} | {r['backbone']} | {r['dataset']} | {r['test_set']} | {r['label']} | "
+                         f"{r['variant']} | | "
                          f"{r['n_models']} | {ms} | | | | | |")
             continue
         ci = "" if not np.isfinite(r["ci_lo"]) else f" [{_num(r['ci_lo'])}, {_num(r['ci_hi'])}]"
@@ -296,8 +385,8 @@ def compare_markdown(df) -> str:
             r["p_holm"]) else ""))
         pi = "" if not np.isfinite(r["p_improve"]) else (
             f"{r['p_improve']:.2f} [{r['p_improve_lo']:.2f}, {r['p_improve_hi']:.2f}]")
-        lines.append(f"| {r['backbone']} | {r['dataset']} | {r['test_set']} | {r['label']} | {r['variant']} | "
-                     f"{r['baseline']} | {r['n_models']} | {ms} | {_num(r['diff'])}{ci} | {_num(r['rel_pct'])} % | "
+        lines.append(f"| {r['budget']} | {r['backbone']} | {r['dataset']} | {r['test_set']} | {r['label']} | "
+                     f"{r['variant']} | {r['baseline']} | {r['n_models']} | {ms} | {_num(r['diff'])}{ci} | {_num(r['rel_pct'])} % | "
                      f"{p} | {pi} | {r['verdict']} |")
     return "\n".join(lines) + "\n\n" + RULE
 
@@ -307,32 +396,40 @@ def default_out_dir(base, backbones: list[str]) -> Path:
     return Path(base.output_dir) / f"compare-{'-'.join(backbones)}-{ds}-s{base.split}-{base.preset}"
 
 
-def write_compare(run_dirs: list[Path], out_dir: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Path]:
+def write_compare(run_dirs: list[Path] | dict[str, list[Path]], out_dir: Path, n_boot: int = 1000, seed: int = 0,
+                  notes: list[str] | None = None) -> dict[str, Path]:
+    """compare.csv, cost.csv, compare.md and the report. ``run_dirs``: run folders, or budget name -> run folders
+    ("equal epochs", "equal FLOPs"); each budget gets its own verdict block."""
     from .atomic import atomic_write_text
     from .report import write_report
     from .report_plots import forest
     from .results import check_output_dir
 
     out = check_output_dir(out_dir)
-    df = compare_table(run_dirs, n_boot=n_boot, seed=seed)
-    cost = cost_table(run_dirs)
+    groups = run_dirs if isinstance(run_dirs, dict) else {"equal epochs": list(run_dirs)}
+    all_dirs = list(dict.fromkeys(Path(d) for ds in groups.values() for d in ds))
+    df = compare_table(groups, n_boot=n_boot, seed=seed)
+    cost = cost_table(groups)
     verdict = verdict_markdown(df, cost)
+    if notes:
+        verdict = "\n".join(f"Note: {n}" for n in notes) + "\n\n" + verdict
     md = compare_markdown(df)
     from .md_report import replica_frame, stability_markdown, stability_table
 
-    rep = replica_frame(run_dirs)
+    rep = replica_frame(all_dirs)
     if len(rep):
         md += "\n\n## MD stability\n\n" + stability_markdown(stability_table(rep))
     lead = {}
     if not df.empty:
-        for backbone, dataset in dict.fromkeys(zip(df.backbone, df.dataset, strict=True)):
-            png = forest(df, backbone, dataset)
+        for budget, backbone, dataset in dict.fromkeys(zip(df.budget, df.backbone, df.dataset, strict=True)):
+            png = forest(df, backbone, dataset, budget)
             if png is not None:
-                lead[f"forest_{backbone}_{dataset}".replace(":", "-")] = png
+                name = f"forest_{backbone}_{dataset}" + ("" if budget == "equal epochs" else "_equal_flops")
+                lead[re.sub(r"[^A-Za-z0-9_.-]+", "-", name)] = png
     atomic_write_text(out / "compare.csv", df.to_csv(index=False))
     atomic_write_text(out / "cost.csv", cost.to_csv(index=False))
     atomic_write_text(out / "compare.md", "# Verdict\n\n" + verdict + "\n\n## All metrics\n\n" + md + "\n")
-    paths = write_report(run_dirs, out, compare_md=md, compare_df=df, title="mara_bench compare",
+    paths = write_report(all_dirs, out, compare_md=md, compare_df=df, title="mara_bench compare",
                          verdict_md=verdict, lead_figures=lead)
     return {"csv": out / "compare.csv", "md": out / "compare.md", "cost": out / "cost.csv", "verdict": verdict,
             **paths}

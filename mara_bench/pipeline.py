@@ -174,6 +174,10 @@ def summary_table(metrics: dict[str, Any]) -> str:
     lines.append(f"MARA: {metrics['mara']}   parameters: {metrics['parameters']['total']:,} "
                  f"(MARA {metrics['parameters']['mara']:,})   train time: {tr['train_time_s']:.1f} s, "
                  f"{tr['epochs']} epochs ({tr['stopped']})")
+    if metrics.get("force_continuity"):
+        from .continuity import summary_line
+
+        lines.append(summary_line(metrics["force_continuity"]))
     sym = metrics.get("symmetry") or {}
     if "energy_max_abs" in sym:
         lines.append(f"equivariance (float64, rotations + reflections): max |dE| {sym['energy_max_abs']:.2e} eV, "
@@ -243,6 +247,12 @@ def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
     ev = evaluate_run(model, p.test_graphs, rd, dtype=dtype, device=p.device,
                       batch_size=int(p.train_opts["eval_batch_size"]), seed=cfg.seed, mara=cfg.mara != "off",
                       progress=progress)
+    if "inference" in ev:  # deterministic inference cost beside the measured one (mara_bench.cost)
+        from .cost import inference_flops
+
+        ref = p.test_graphs.get(ev["inference"]["test_set"]) or next(iter(p.test_graphs.values()))
+        inf = inference_flops(model, ref, int(p.train_opts["eval_batch_size"]), dtype, p.device)
+        ev["inference"].update(flops_per_structure=inf["flops_per_structure"], flops_reference_batch=inf["reference"])
     wall = time.perf_counter() - t_start
     metrics = {
         "run_id": cfg.run_id(), "config_hash": cfg.config_hash(), "backbone": cfg.backbone, "mara": cfg.mara,
@@ -253,7 +263,8 @@ def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
         "train": {"epochs": res.epochs, "best_epoch": res.best_epoch, "best_val_loss": res.best_val_loss,
                   "train_time_s": res.train_time_s, "stopped": res.stopped, "final_lr": res.final_lr,
                   "resumed_from_epoch": res.resumed_from_epoch,
-                  "best_stage": stage_of(p.train_opts, res.best_epoch - 1) if res.best_epoch >= 1 else None,
+                  "best_stage": stage_of({**p.train_opts, "max_epochs": res.cost["max_epochs"]}, res.best_epoch - 1)
+                  if res.best_epoch >= 1 else None, **res.cost,
                   "selection": "lowest validation loss within the last loss stage (stage two when it ran)"},
         **ev,
     }

@@ -186,6 +186,8 @@ def figures(runs: list[RunData], summary) -> dict[str, bytes]:
     figs["tail_bars_test_rotated"] = rp.tail_bars(summary, "test_rotated")
     figs["gate_histograms"] = rp.gate_histograms(runs)
     figs["equivariance"] = rp.equivariance_bars(summary)
+    figs["learning_curves"] = rp.learning_curves(runs)
+    figs["pareto_test"] = rp.pareto(runs, "test")
     return {k: v for k, v in figs.items() if v is not None}
 
 

@@ -175,10 +175,12 @@ _CONTRAST_COLORS = {("scale", "off"): "#8c8c8c", ("control", "off"): "#1f77b4", 
                     ("paper", "scale"): "#ff9896", ("paper", "control"): "#9467bd"}
 
 
-def forest(df, backbone: str, dataset: str) -> bytes | None:
+def forest(df, backbone: str, dataset: str, budget: str | None = None) -> bytes | None:
     """Forest plot of the compare table: Δ relative to the baseline's mean (%) with its 95 % interval, one panel per
     metric family, a row per test set × metric, a marker per comparison (filled = verdict better/worse)."""
     c = df[(df.backbone == backbone) & (df.dataset == dataset) & (df.baseline != "")]
+    if budget is not None and "budget" in c:
+        c = c[c.budget == budget]
     if c.empty:
         return None
     plt = _plt()
@@ -216,6 +218,91 @@ def forest(df, backbone: str, dataset: str) -> bytes | None:
     if handles:
         fig.legend(handles, names, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
                    bbox_to_anchor=(0.5, 1.06))
-    fig.suptitle(f"{backbone} · {dataset}: filled = verdict (Holm), open = no clear difference / too few models",
+    fig.suptitle(f"{backbone} · {dataset}{'' if budget is None else ' · at ' + budget}: filled = verdict (Holm), "
+                 "open = no clear difference / too few models",
                  fontsize=9, y=-0.02)
+    return _png(fig)
+
+
+def _train_log(path) -> dict[str, np.ndarray] | None:
+    import csv
+
+    f = path / "train_log.csv"
+    if not f.exists():
+        return None
+    rows = list(csv.DictReader(open(f)))
+    if not rows or not rows[0].get("train_flops_cum"):
+        return None
+    col = {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
+           for k in ("epoch", "val_force_mae_mev_A", "train_flops_cum", "epoch_time_s")}
+    col["wall_cum"] = np.cumsum(col["epoch_time_s"])
+    return col
+
+
+def learning_curves(runs) -> bytes | None:
+    """Validation force MAE vs cumulative training FLOPs (left) and vs cumulative training wall time (right): a line
+    per run (thin, seeds), the median over seeds per variant (bold, on the FLOP grid of the epochs they share)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        log = _train_log(r.path)
+        if log is not None:
+            groups[r.group].append(log)
+    if not groups:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (label, logs) in enumerate(sorted(groups.items(), key=lambda kv: _order(kv[0]))):
+        c = colors[k % len(colors)]
+        for ax, x in zip(axes, ("train_flops_cum", "wall_cum"), strict=True):
+            for log in logs:
+                ax.plot(log[x], log["val_force_mae_mev_A"], color=c, lw=0.6, alpha=0.5)
+            n = min(len(log["epoch"]) for log in logs)
+            med_x = np.median([log[x][:n] for log in logs], axis=0)
+            med_y = np.median([log["val_force_mae_mev_A"][:n] for log in logs], axis=0)
+            ax.plot(med_x, med_y, color=c, lw=2.2, label=f"{label} (n={len(logs)})")
+    for ax, xl in zip(axes, ("cumulative training FLOPs", "cumulative training wall time (s)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xl)
+        ax.set_ylabel("validation force MAE (meV/Å)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("learning curves: thin = one seed, bold = median over seeds (wall time depends on machine load)",
+                 fontsize=9)
+    return _png(fig)
+
+
+def pareto(runs, set_name: str = "test") -> bytes | None:
+    """Accuracy vs inference cost: test force MAE and P99 per-atom force error vs inference ms and FLOPs per
+    structure; small dots = seeds, large = median per group; the lower-left front is the best trade-off."""
+    pts: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    for r in runs:
+        t = (r.metrics.get("test_sets") or {}).get(set_name) or {}
+        inf = r.metrics.get("inference") or {}
+        if "force_mae_mev_A" in t and inf.get("flops_per_structure"):
+            pts[r.group].append((float(inf.get("ms_per_structure", np.nan)), float(inf["flops_per_structure"]),
+                                 float(t["force_mae_mev_A"]), float(t.get("force_err_p99_mev_A", np.nan))))
+    if not pts:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (label, p) in enumerate(sorted(pts.items(), key=lambda kv: _order(kv[0]))):
+        a = np.array(p)
+        c = colors[k % len(colors)]
+        for i, xi in enumerate((0, 1)):
+            for j, yi in enumerate((2, 3)):
+                ax = axes[j][i]
+                ax.plot(a[:, xi], a[:, yi], "o", color=c, ms=3, alpha=0.5)
+                ax.plot(np.nanmedian(a[:, xi]), np.nanmedian(a[:, yi]), "o", color=c, ms=9, label=label)
+    for i, xl in enumerate(("inference ms / structure (E+F, measured)", "inference FLOPs / structure (counted)")):
+        for j, yl in enumerate((f"{set_name} force MAE (meV/Å)", f"{set_name} P99 atom force error (meV/Å)")):
+            ax = axes[j][i]
+            ax.set_xscale("log")
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl)
+            ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("accuracy vs inference cost (lower left is better)", fontsize=9)
     return _png(fig)

@@ -33,7 +33,7 @@ from .errors import UserError
 from .graph import FrameGraph, GraphBatch, collate
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_energy_mae_mev_per_atom", "val_force_mae_mev_A", "lr",
-               "epoch_time_s", "stage")
+               "epoch_time_s", "stage", "train_flops_cum", "epoch_cpu_s")
 OPTIMIZERS = ("adam", "amsgrad", "adamw")
 SCHEDULERS = ("plateau", "none")
 ENERGY_LOSSES = ("per_atom", "total")  # energy term: mean((ΔE / n_atoms)²) | mean(ΔE²), per structure
@@ -61,6 +61,7 @@ class TrainResult:
     final_lr: float
     resumed_from_epoch: int = 0
     log: list[list[float]] = field(default_factory=list)
+    cost: dict[str, Any] = field(default_factory=dict)  # training FLOPs (mara_bench.cost), CPU seconds, budget
 
 
 class EMA:
@@ -107,6 +108,10 @@ def check_options(opts: dict[str, Any], where: str) -> None:
         v = opts[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise UserError(f"{where}: train.{key} must be a number >= 0, got {v!r}")
+    b = opts.get("budget_flops")
+    if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0 or b == float("inf")):
+        raise UserError(f"{where}: train.budget_flops must be a positive number of FLOPs (e.g. 3.2e12) or null, "
+                        f"got {b!r}")
 
 
 def make_optimizer(model: torch.nn.Module, o: dict[str, Any]) -> torch.optim.Optimizer:
@@ -191,11 +196,13 @@ def _weights(o: dict[str, Any], epoch: int) -> tuple[float, float]:
     return float(o["energy_weight"]), float(o["forces_weight"])
 
 
-def _write_log(path: Path, log: list[list[float]], o: dict[str, Any]) -> None:
+def _write_log(path: Path, log: list[list[float]], o: dict[str, Any], flops_per_epoch: int | None = None) -> None:
     lines = [",".join(LOG_COLUMNS)]
     for row in log:
+        flops = "" if flops_per_epoch is None else str(int(row[0]) * int(flops_per_epoch))
+        cpu = f"{float(row[7]):.8g}" if len(row) > 7 else ""
         lines.append(",".join([str(int(row[0]))] + [f"{float(v):.8g}" for v in row[1:7]]
-                              + [str(stage_of(o, int(row[0]) - 1))]))
+                              + [str(stage_of(o, int(row[0]) - 1)), flops, cpu]))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -213,6 +220,12 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
     ck_path, log_path = run_dir / ckpt.NAME, run_dir / "train_log.csv"
     if not train_graphs or not val_graphs:
         raise UserError(f"need training and validation frames, got {len(train_graphs)} and {len(val_graphs)}")
+    from .cost import budget_options, epoch_flops, train_step_flops
+
+    # deterministic training cost (FLOPs per epoch), and with train.budget_flops the epochs that budget buys
+    step_cost = train_step_flops(model, train_graphs, o["batch_size"], dtype, device, o.get("energy_loss", "per_atom"))
+    flops_per_epoch = epoch_flops(step_cost, len(train_graphs))
+    o = budget_options(o, flops_per_epoch)
     optimizer = make_optimizer(model, o)
     scheduler = make_scheduler(optimizer, o)
     ema = EMA(model, o["ema_decay"]) if o.get("ema_decay") else None
@@ -240,7 +253,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
     epochs = tqdm(range(start, n_epochs), desc="epochs", disable=not progress or stopped is not None,
                   initial=start, total=n_epochs, dynamic_ncols=True)
     for epoch in epochs if stopped is None else []:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         we, wf = _weights(o, epoch)
         if epoch > 0 and epoch == stage2_epoch(o):
             # new loss weights: losses before and after are not comparable, so forget the stage-one best state,
@@ -290,7 +303,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
         train_time += dt
         lr = float(optimizer.param_groups[0]["lr"])
         log.append([epoch + 1, total / count, val["loss"], val["energy_mae_mev_per_atom"], val["force_mae_mev_A"],
-                    lr, dt])
+                    lr, dt, time.process_time() - c0])
         epochs.set_postfix(train=f"{total / count:.4g}", val=f"{val['loss']:.4g}",
                            F_mae=f"{val['force_mae_mev_A']:.1f}")
         patience = o.get("early_stopping_patience")
@@ -307,11 +320,17 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
                       ema=None if ema is None else ema.state_dict(), rng=ckpt.rng_state(gen), epoch=epoch + 1,
                       best_val_loss=best_val, best_epoch=best_epoch, best_state=best_state, train_time_s=train_time,
                       log=log, stopped=stopped)
-            _write_log(log_path, log, o)
+            _write_log(log_path, log, o, flops_per_epoch)
         ddp.barrier()
         if stopped is not None:
             break
     epochs.close()
-    return TrainResult(best_state=best_state, epochs=int(log[-1][0]) if log else 0, best_epoch=best_epoch,
+    n_done = int(log[-1][0]) if log else 0
+    cost = {"flops_per_epoch": flops_per_epoch, "flops_per_step": step_cost["flops_per_step"],
+            "flops_reference_batch": step_cost["reference"], "train_flops": n_done * flops_per_epoch,
+            "process_cpu_s": float(sum(r[7] for r in log if len(r) > 7)),
+            "budget_flops": o.get("budget_flops"), "max_epochs": int(o["max_epochs"])}
+    return TrainResult(best_state=best_state, epochs=n_done, best_epoch=best_epoch,
                        best_val_loss=best_val, train_time_s=train_time, stopped=stopped or "max_epochs",
-                       final_lr=float(optimizer.param_groups[0]["lr"]), resumed_from_epoch=resumed_from, log=log)
+                       final_lr=float(optimizer.param_groups[0]["lr"]), resumed_from_epoch=resumed_from, log=log,
+                       cost=cost)

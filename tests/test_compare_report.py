@@ -32,9 +32,11 @@ def compared(tmp_path_factory):
 def test_compare_writes_table_and_report(compared):
     root, out, r = compared
     runs = [p for p in (root / "results").iterdir() if (p / "metrics.json").exists()]
-    assert len(runs) == 12
-    df = pd.read_csv(out / "compare.csv", keep_default_na=False, na_values=[""])
-    df["baseline"] = df["baseline"].fillna("")
+    assert len(runs) == 21  # 12 at equal epochs + off/scale/control × 3 seeds with more epochs at equal FLOPs
+    full = pd.read_csv(out / "compare.csv", keep_default_na=False, na_values=[""])
+    full["baseline"] = full["baseline"].fillna("")
+    assert set(full.budget) == {"equal epochs", "equal FLOPs"}
+    df = full[full.budget == "equal epochs"]
     assert set(df["variant"]) == {"off", "scale", "control", "paper"}  # the default ladder
     assert set(df["test_set"]) == {"test", "test_rotated"}
     f = df[(df.metric == "force_mae_mev_A") & (df.test_set == "test")]
@@ -57,13 +59,21 @@ def test_compare_writes_table_and_report(compared):
     head = r.stdout.split("Δ = variant − baseline")[0]  # the verdict table is printed first
     assert "scale − off" in head and "paper − control" in head and "need ≥ 3" not in head
     cost = pd.read_csv(out / "cost.csv")
-    assert list(cost.variant) == ["off", "scale", "control", "paper"] and (cost.inference_ms_per_structure > 0).all()
+    ce = cost[cost.budget == "equal epochs"].set_index("variant")
+    assert list(ce.index) == ["off", "scale", "control", "paper"] and (ce.inference_ms_per_structure > 0).all()
+    assert (ce.epochs == 3).all() and ce.loc["paper", "train_flops"] > 3 * ce.loc["off", "train_flops"]
+    # equal compute: every variant spends paper's 3-epoch FLOPs; off gets more epochs by the FLOP ratio (±1)
+    cf = cost[cost.budget == "equal FLOPs"].set_index("variant")
+    ratio = ce.loc["paper", "train_flops"] / ce.loc["off", "train_flops"]
+    assert abs(cf.loc["off", "epochs"] - 3 * ratio) <= 1 and cf.loc["paper", "epochs"] == 3
+    assert abs(cf.loc["off", "train_flops"] / cf.loc["paper", "train_flops"] - 1) < 0.5 / cf.loc["off", "epochs"] + 1e-9
+    assert "at equal FLOPs" in head and "equal compute =" in r.stdout
     html = (out / "report.html").read_text()
     imgs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
     assert len(imgs) >= 5 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
     assert "gate_histograms" in html and "force_error_cdf_test" in html and "src='http" not in html
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 24 and summary["equiv_forces_max_abs_eV_A"].notna().all()
+    assert len(summary) == 42 and summary["equiv_forces_max_abs_eV_A"].notna().all()
     # paper variant of the tiny model uses the edge direction: it is not equivariant, off is (float64 check)
     s = summary[summary.test_set == "test"].groupby("mara")["equiv_forces_max_abs_eV_A"].max()
     assert s["off"] < 1e-9 and s["scale"] < 1e-9 and s["control"] < 1e-9 and s["paper"] > 1e-6
@@ -88,7 +98,7 @@ def test_report_cli_on_results_folder(compared, tmp_path):
     r = subprocess.run([sys.executable, "-m", "mara_bench", "report", str(root / "results"), "-o", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "12 runs" in r.stdout
+    assert "21 runs" in r.stdout
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "report.md").exists()
     assert "![force_error_cdf_test](figures/force_error_cdf_test.png)" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "figures" / "force_error_cdf_test.png").stat().st_size > 1000

@@ -48,7 +48,10 @@ def test_training_reduces_loss_and_writes_log(data, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))
     assert len(rows) == 6 and res.epochs == 6 and res.stopped == "max_epochs"
     assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_energy_mae_mev_per_atom", "val_force_mae_mev_A",
-                            "lr", "epoch_time_s", "stage"}
+                            "lr", "epoch_time_s", "stage", "train_flops_cum", "epoch_cpu_s"}
+    flops = [int(r["train_flops_cum"]) for r in rows]
+    assert flops[0] > 0 and flops == [flops[0] * (k + 1) for k in range(6)]  # cumulative, deterministic
+    assert res.cost["flops_per_epoch"] == flops[0] and res.cost["train_flops"] == flops[-1]
     assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
     assert res.best_state is not None and 1 <= res.best_epoch <= 6
     assert (tmp_path / "checkpoint.pt").exists()

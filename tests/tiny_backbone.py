@@ -29,19 +29,20 @@ def _cutoff(r, r_max):
 
 
 class TinyGate(torch.nn.Module):
-    """Edge gate; keeps ``last_gates`` like MARA. paper: depends on direction; control: on r only; scale: one
-    learned constant."""
+    """Edge gate; keeps ``last_gates`` like MARA. paper: depends on direction, through a wide hidden layer (so it
+    costs several times the backbone's FLOPs, like real MARA); control: on r only; scale: one learned constant."""
 
     def __init__(self, hidden: int, variant: str):
         super().__init__()
         self.variant = variant
-        self.lin = torch.nn.Linear(hidden + (3 if variant == "paper" else 0), 1)
+        self.wide = torch.nn.Linear(hidden + 3, 8 * hidden) if variant == "paper" else None
+        self.lin = torch.nn.Linear(8 * hidden if variant == "paper" else hidden, 1)
         if variant == "scale":
             self.lin.weight.requires_grad_(False).zero_()
         self.last_gates = None
 
     def forward(self, m, unit):
-        x = torch.cat([m, unit], dim=-1) if self.variant == "paper" else m
+        x = torch.nn.functional.silu(self.wide(torch.cat([m, unit], dim=-1))) if self.variant == "paper" else m
         g = torch.sigmoid(self.lin(x))
         self.last_gates = g.detach()
         return m + g * m

@@ -26,6 +26,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="results", help="results folder (default results/)")
     p.add_argument("--out", default=None, help="compare folder (default <output-dir>/compare-<backbones>-<dataset>-...)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--budget", default="auto",
+                   help="epochs (every variant trains the preset's epochs), flops (every variant spends the training "
+                        "FLOPs the costliest variant spends in those epochs: cheaper ones get more epochs), both, or "
+                        "auto (default: both when the equal-compute runs cost at most 3x the equal-epoch training, "
+                        "else epochs with a note)")
     p.add_argument("--force", action="store_true", help="re-run finished runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group("MD stability (with --md; see 'mara_bench md --help' and docs/md.md)")
@@ -62,26 +67,60 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap must be >= 100, got {args.bootstrap}")
+    from ..compare import BUDGETS
+
+    if args.budget not in BUDGETS:
+        from ..errors import unknown
+
+        raise unknown("--budget", args.budget, BUDGETS)
     md = md_settings(args)
     cfgs = []
     for b in backbones:
         args.backbone = b
         cfgs.append(config_from_args(args, mara="off", seed=0))
-    from ..compare import default_out_dir, plan, run_all, write_compare
+    from ..compare import (
+        AFFORDABLE,
+        budget_configs,
+        default_out_dir,
+        flop_budget,
+        plan,
+        run_all,
+        write_compare,
+    )
 
-    todo = []
-    for b, base in zip(backbones, cfgs, strict=True):
-        todo += plan(base, [b], variants, list(range(args.seeds)))
+    per_backbone = [plan(base, [b], variants, list(range(args.seeds))) for b, base in zip(backbones, cfgs, strict=True)]
     out = args.out or default_out_dir(cfgs[0], backbones)
     from ..results import check_output_dir
 
     check_output_dir(out)
-    dirs = run_all(todo, progress=not args.quiet, force=args.force)
+    groups: dict[str, list] = {}
+    notes: list[str] = []
+    if args.budget != "flops":
+        groups["equal epochs"] = [c for cs in per_backbone for c in cs]
+    if args.budget != "epochs":
+        flop_cfgs = []
+        for cs in per_backbone:
+            fb = flop_budget(cs)
+            if args.budget == "auto" and fb.cost_ratio() > AFFORDABLE:
+                notes.append(f"{fb.backbone}: no equal-compute comparison by default — it would cost "
+                             f"{fb.cost_ratio():.1f}x the equal-epoch training ({fb.describe()}); run with "
+                             "--budget both (or flops) to make it")
+                continue
+            print(fb.describe())
+            flop_cfgs += budget_configs(cs, fb)
+        if flop_cfgs:
+            groups["equal FLOPs"] = flop_cfgs
+    for n in notes:
+        print(f"note: {n}")
+    todo = list({c.run_id(): c for cs in groups.values() for c in cs}.values())  # a shared run is run once
+    dirs = dict(zip((c.run_id() for c in todo), run_all(todo, progress=not args.quiet, force=args.force),
+                    strict=True))
+    run_dirs = {name: [dirs[c.run_id()] for c in cs] for name, cs in groups.items()}
     if md:
         from ..compare import run_md_all
 
-        run_md_all(dirs, md, progress=not args.quiet, force=args.force)
-    paths = write_compare(dirs, out, n_boot=args.bootstrap)
+        run_md_all(list(dirs.values()), md, progress=not args.quiet, force=args.force)
+    paths = write_compare(run_dirs, out, n_boot=args.bootstrap, notes=notes)
     print()
     print(paths["verdict"])
     print(f"\ncompare table: {paths['csv']}\nreport: {paths['html']}")
