@@ -218,9 +218,8 @@ def forest(df, backbone: str, dataset: str, budget: str | None = None) -> bytes 
     if handles:
         fig.legend(handles, names, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
                    bbox_to_anchor=(0.5, 1.06))
-    fig.suptitle(f"{backbone} · {dataset}{'' if budget is None else ' · at ' + budget}: filled = verdict (Holm), "
-                 "open = no clear difference / too few models",
-                 fontsize=9, y=-0.02)
+    fig.text(0.5, -0.1, f"{backbone} · {dataset}{'' if budget is None else ' · at ' + budget}: filled = verdict "
+             "(Holm), open = no clear difference / too few models", ha="center", fontsize=9)
     return _png(fig)
 
 
@@ -245,8 +244,10 @@ def learning_curves(runs) -> bytes | None:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
         log = _train_log(r.path)
-        if log is not None:
-            groups[r.group].append(log)
+        if log is not None:  # runs with other epoch budgets (equal compute) are curves of their own
+            tr = r.metrics.get("train") or {}
+            budget = " · equal FLOPs" if tr.get("budget_flops") else ""
+            groups[f"{r.group}{budget} · {tr.get('max_epochs', tr.get('epochs', '?'))} ep"].append(log)
     if not groups:
         return None
     plt = _plt()
@@ -261,9 +262,12 @@ def learning_curves(runs) -> bytes | None:
             med_x = np.median([log[x][:n] for log in logs], axis=0)
             med_y = np.median([log["val_force_mae_mev_A"][:n] for log in logs], axis=0)
             ax.plot(med_x, med_y, color=c, lw=2.2, label=f"{label} (n={len(logs)})")
+    from matplotlib.ticker import NullFormatter
+
     for ax, xl in zip(axes, ("cumulative training FLOPs", "cumulative training wall time (s)"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xl)
         ax.set_ylabel("validation force MAE (meV/Å)")
         ax.grid(alpha=0.3, which="both")
@@ -281,7 +285,8 @@ def pareto(runs, set_name: str = "test") -> bytes | None:
         t = (r.metrics.get("test_sets") or {}).get(set_name) or {}
         inf = r.metrics.get("inference") or {}
         if "force_mae_mev_A" in t and inf.get("flops_per_structure"):
-            pts[r.group].append((float(inf.get("ms_per_structure", np.nan)), float(inf["flops_per_structure"]),
+            budget = " · equal FLOPs" if (r.metrics.get("train") or {}).get("budget_flops") else ""
+            pts[r.group + budget].append((float(inf.get("ms_per_structure", np.nan)), float(inf["flops_per_structure"]),
                                  float(t["force_mae_mev_A"]), float(t.get("force_err_p99_mev_A", np.nan))))
     if not pts:
         return None
@@ -296,10 +301,13 @@ def pareto(runs, set_name: str = "test") -> bytes | None:
                 ax = axes[j][i]
                 ax.plot(a[:, xi], a[:, yi], "o", color=c, ms=3, alpha=0.5)
                 ax.plot(np.nanmedian(a[:, xi]), np.nanmedian(a[:, yi]), "o", color=c, ms=9, label=label)
+    allx = np.array([q[:2] for p in pts.values() for q in p], dtype=float)
     for i, xl in enumerate(("inference ms / structure (E+F, measured)", "inference FLOPs / structure (counted)")):
+        x = allx[:, i][np.isfinite(allx[:, i]) & (allx[:, i] > 0)]
         for j, yl in enumerate((f"{set_name} force MAE (meV/Å)", f"{set_name} P99 atom force error (meV/Å)")):
             ax = axes[j][i]
-            ax.set_xscale("log")
+            if len(x) and x.max() > 10 * x.min():  # log only where the costs span a decade
+                ax.set_xscale("log")
             ax.set_xlabel(xl)
             ax.set_ylabel(yl)
             ax.grid(alpha=0.3, which="both")
