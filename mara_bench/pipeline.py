@@ -268,7 +268,13 @@ def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
                   "selection": "lowest validation loss within the last loss stage (stage two when it ran)"},
         **ev,
     }
+    from .registry import BACKBONE_GROUP, DATASET_GROUP, dataset_entries, provider
+
+    family = str(cfg.dataset).split(":", 1)[0]  # a user file is no registered family: no provider
+    providers = {"backbone": provider(BACKBONE_GROUP, cfg.backbone),
+                 "dataset_family": provider(DATASET_GROUP, family) if family in dataset_entries() else None}
     atomic_write_json(rd / "run_info.json", run_info(p.device, wall_time_s=wall, extra={
+        "providers": providers,
         "resumed_from_epoch": res.resumed_from_epoch, "model_options": p.model_opts, "train_options": p.train_opts}),
         strict=True)
     metrics, invalid = nonfinite_to_null(metrics)

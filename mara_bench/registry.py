@@ -35,6 +35,16 @@ class Entry:
         return self.obj if self.entry_point is None else self.entry_point.load()
 
 
+def provider(group: str, name: str) -> dict[str, str | None]:
+    """The distribution (name, version) that registered ``name`` in ``group`` — for run provenance. In-process
+    registrations report their ``dist`` label and no version; an unknown name gives None values."""
+    e = _all(group).get(name)
+    if e is None:
+        return {"distribution": None, "version": None, "entry_point": None}
+    d = getattr(e.entry_point, "dist", None) if e.entry_point is not None else None
+    return {"distribution": e.dist, "version": d.version if d is not None else None, "entry_point": e.value}
+
+
 def _dist_name(ep: EntryPoint) -> str:
     d = getattr(ep, "dist", None)
     return (d.metadata["Name"] if d is not None else "?").replace("-", "_")

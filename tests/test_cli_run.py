@@ -73,6 +73,8 @@ def test_good_run_writes_every_file_then_reuses_and_forces(data, tmp_path):
     assert t["force_mae_mev_A"] > 0 and t["zero_force_mae_mev_A"] > 0 and len(t["worst_structures"]) == min(
         10, t["n_structures"])
     assert "F MAE meV/Å" in r.stdout and "MARA: paper" in r.stdout
+    info = json.loads((rd / "run_info.json").read_text())  # which distribution provided the backbone
+    assert info["providers"]["backbone"]["distribution"] and info["providers"]["dataset_family"] is None  # user file
     import numpy as np
 
     g = np.load(rd / "gates.npz")

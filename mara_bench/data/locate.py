@@ -2,8 +2,9 @@
 
 Resolution of a dataset file (relative path like ``rmd17/rmd17_aspirin_train_01.npz``, the layout of
 ``shared/datasets``): the explicit ``data_dir`` argument, else ``$MARA_BENCH_DATA``; then the download cache
-``<cache>/data``. The cache is ``$MARA_BENCH_CACHE`` if set, else ``datasets/cache/`` in the repository when
-writable, else ``~/.cache/mara_bench``. Graph caches live in ``<cache>/graphs``.
+``<cache>/data``. The cache is ``$MARA_BENCH_CACHE`` if set, else ``$XDG_CACHE_HOME/mara_bench``, else
+``~/.cache/mara_bench`` — never inside the installed package or its source tree. Graph caches live in
+``<cache>/graphs``.
 """
 
 from __future__ import annotations
@@ -21,25 +22,13 @@ MANIFEST_DIR = REPO_ROOT / "datasets"
 DOWNLOAD_ENV = "MARA_BENCH_DOWNLOAD"
 
 
-def _writable(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-        return True
-    except OSError:
-        return False
-
-
 def cache_dir() -> Path:
     env = os.environ.get("MARA_BENCH_CACHE")
     if env:
         return Path(env).expanduser()
-    repo_cache = MANIFEST_DIR / "cache"
-    if MANIFEST_DIR.is_dir() and _writable(repo_cache):
-        return repo_cache
-    return Path.home() / ".cache" / "mara_bench"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() else Path.home() / ".cache"
+    return base / "mara_bench"
 
 
 def download_dir() -> Path:
