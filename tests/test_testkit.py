@@ -95,19 +95,25 @@ def _run(k, name: str, variant: str = "off"):
     return method(**kwargs)
 
 
-@pytest.mark.parametrize("defect, test", [
-    ("wrong_forces", "test_forces_are_energy_gradient"),
-    ("not_invariant", "test_rotation_reflection"),
-    ("not_invariant", "test_translation"),
-    ("order_dependent", "test_permutation"),
-    ("batch_dependent", "test_batch_consistency"),
-    ("hard_cutoff", "test_cutoff_smoothness"),
-    ("kinked", "test_force_continuity"),
+@pytest.mark.parametrize("defect, test, words", [
+    ("wrong_forces", "test_forces_are_energy_gradient", "forces are not -dE/dx: atom"),
+    ("not_invariant", "test_rotation_reflection", ""),
+    ("not_invariant", "test_translation", "energy is not translation invariant"),
+    ("order_dependent", "test_permutation", ""),
+    ("batch_dependent", "test_batch_consistency", ""),
+    ("hard_cutoff", "test_cutoff_smoothness", "jumps by"),
+    ("kinked", "test_force_continuity", ""),
 ])
-def test_kit_catches_defect(defect, test):
+def test_kit_catches_defect(defect, test, words):
     _run(kit(None), test)  # the same test passes without the defect
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=words):  # and says what failed, in words
         _run(kit(defect), test)
+
+
+def test_cutoff_check_does_not_blame_the_cutoff_for_a_translation_bug():
+    with pytest.raises(pytest.fail.Exception, match="not translation invariant") as e:
+        _run(kit("not_invariant"), "test_cutoff_smoothness")
+    assert "r_max" not in str(e.value)
 
 
 def test_kit_catches_a_control_gate_that_is_not_invariant():
