@@ -16,11 +16,17 @@ periodic shifts so that ``vector_e = positions[receiver] - positions[sender] + s
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch, Data
+
+with warnings.catch_warnings():
+    # torch-geometric 2.8.1 decorates a few functions with torch.jit.script at import time, which torch 2.13
+    # deprecates: a warning about PyG's internals that users of mara_bench cannot act on
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
+    from torch_geometric.data import Batch, Data
 
 
 def neighbor_list(

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from . import graph as _graph  # noqa: F401  (imports torch-geometric once, without its import-time warnings)
 from .mara import MARA
 
 __all__ = ["MaraEdges", "attach_mara", "detach_mara", "gated_layers"]
