@@ -63,7 +63,7 @@ def compared_md(tmp_path_factory):
     data = tiny_backbone.write_lj_extxyz(root / "lj.xyz", 60, seed=3)
     args = [sys.executable, SCRIPT, "compare", "--backbone", "tiny", "--dataset", str(data), "--variants", "off,on",
             "--seeds", "1", "--preset", "smoke", "--bootstrap", "100", "--output-dir", str(root / "results"),
-            "--quiet", "--md", "--md-temperature", "300,600", "--md-steps", "20", "--md-replicas", "1",
+            "--quiet", "--budget", "epochs", "--md", "--md-temperature", "300,600", "--md-steps", "20", "--md-replicas", "1",
             "--md-ensembles", "nvt,nve", "--md-dtype", "float64"]
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
