@@ -14,15 +14,13 @@ import base64
 import html
 import math
 import os
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, atomic_write_text, read_json
+from .atomic import atomic_write_bytes, atomic_write_text
 from .errors import UserError
+from .runfolder import RunData, _read_metrics, find_runs, load_runs  # noqa: F401  (re-exported)
 
 SUMMARY_METRICS = ("energy_mae_mev", "energy_rmse_mev", "energy_mae_mev_per_atom", "force_mae_mev_A",
                    "force_rmse_mev_A", "force_err_mean_mev_A", "force_err_p50_mev_A", "force_err_p90_mev_A",
@@ -31,85 +29,6 @@ SUMMARY_METRICS = ("energy_mae_mev", "energy_rmse_mev", "energy_mae_mev_per_atom
 SHOWN = ("group", "seed", "test_set", "energy_mae_mev", "force_mae_mev_A", "force_rmse_mev_A",
          "force_err_p99_mev_A", "force_err_max_mev_A", "force_err_cvar1_mev_A", "events_5x_atom_fraction",
          "equiv_forces_max_abs_eV_A")
-
-
-@dataclass
-class RunData:
-    path: Path
-    metrics: dict[str, Any]
-
-    @property
-    def group(self) -> str:
-        m = self.metrics
-        return f"{m.get('backbone')}/{m.get('mara')}"
-
-    @cached_property
-    def predictions(self):
-        f = self.path / "predictions.npz"
-        return dict(np.load(f)) if f.exists() else None
-
-    @cached_property
-    def gates(self):
-        f = self.path / "gates.npz"
-        return np.load(f) if f.exists() else None
-
-
-def find_runs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
-    """(finished run folders, unfinished run folders) under ``paths``."""
-    done, unfinished = [], []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise UserError(f"'{p}' does not exist; pass run folders or a results folder")
-        cands = [p] if (p / "config.json").exists() else sorted(
-            c.parent for depth in ("*/", "*/*/", "*/*/*/") for c in p.glob(depth + "config.json"))
-        for c in cands:
-            (done if (c / "metrics.json").exists() else unfinished).append(c)
-    seen, out = set(), []
-    for c in done:
-        if c.resolve() not in seen:
-            seen.add(c.resolve())
-            out.append(c)
-    return [r.path for r in load_runs(out)], unfinished
-
-
-def _read_metrics(d: Path) -> dict | None:
-    """metrics.json of a run folder, or None (with one line on stderr naming it) when it is damaged."""
-    import json
-    import sys
-
-    f = d / "metrics.json"
-    try:
-        m = read_json(f)
-    except (OSError, ValueError) as e:
-        why = f"not valid JSON ({e.msg}, line {e.lineno})" if isinstance(e, json.JSONDecodeError) else e.strerror
-        print(f"warning: skipping run folder '{d}': {f.name} is {why}, truncated or damaged; re-run it with "
-              "--force or delete the folder", file=sys.stderr)
-        return None
-    if not isinstance(m, dict) or not isinstance(m.get("test_sets"), dict) or not m.get("run_id"):
-        print(f"warning: skipping run folder '{d}': {f.name} is not a mara_bench metrics file (no run_id/test_sets); "
-              "re-run it with --force or delete the folder", file=sys.stderr)
-        return None
-    return m
-
-
-def load_runs(run_dirs: list[Path]) -> list[RunData]:
-    """The finished runs of ``run_dirs``: damaged folders are skipped with one line each; a run found in two
-    folders (a copied folder: same run id and config hash) is counted once."""
-    import sys
-
-    out, first = [], {}
-    for d in map(Path, run_dirs):
-        m = _read_metrics(d)
-        if m is None:
-            continue
-        key = (m.get("run_id"), m.get("config_hash"))
-        if key in first:
-            print(f"note: '{d}' holds the same run as '{first[key]}' ({m.get('run_id')}): counted once",
-                  file=sys.stderr)
-            continue
-        first[key] = d
-        out.append(RunData(d, m))
-    return out
 
 
 def summary_frame(runs: list[RunData]):
