@@ -18,9 +18,10 @@ import torch
 
 from .atomic import atomic_torch_save
 from .errors import UserError
+from .runfolder import CHECKPOINT
 
 FORMAT = 1
-NAME = "checkpoint.pt"
+NAME = CHECKPOINT  # the file name in a run folder
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:

@@ -182,7 +182,7 @@ def compare_table(run_dirs: list[Path] | dict[str, list[Path]], n_boot: int = 10
     import pandas as pd
 
     from .config import variant_rank
-    from .report import load_runs
+    from .runfolder import load_runs
     from .stats import BOOTSTRAP_METRICS, FAMILY, compare_models, event_metric, model_values, resample_indices
 
     runs = load_runs(run_dirs)
@@ -243,7 +243,7 @@ def cost_table(run_dirs: list[Path] | dict[str, list[Path]], budget: str = "equa
     import pandas as pd
 
     from .config import variant_rank
-    from .report import load_runs
+    from .runfolder import load_runs
 
     if isinstance(run_dirs, dict):
         parts = [cost_table(d, b) for b, d in run_dirs.items() if d]

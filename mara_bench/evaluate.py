@@ -20,6 +20,7 @@ import torch
 from .atomic import atomic_write_bytes
 from .graph import FrameGraph, collate
 from .metrics import all_metrics
+from .runfolder import GATES, PREDICTIONS
 
 MAX_GATE_EDGES = 500_000  # per MARA block, seeded subsample beyond this
 SYMMETRY_FRAMES = 8
@@ -163,13 +164,13 @@ def evaluate_run(model: torch.nn.Module, test_graphs: dict[str, list[FrameGraph]
             if v is not None:
                 arrays[f"{name}__{k}"] = v
     arrays["sets"] = np.array(list(results))
-    _save_npz(run_dir / "predictions.npz", arrays)
+    _save_npz(run_dir / PREDICTIONS, arrays)
     out: dict[str, Any] = {"test_sets": results, **out_timing}
     ref_set = "test" if "test" in sets else next(iter(sets))
     if all(g.forces is not None for g in sets[ref_set]):
         out["symmetry"] = equivariance(model, sets[ref_set], seed=seed, device=device)
         out["force_continuity"] = continuity(model, sets[ref_set], device=device)
     if mara and gate_records:
-        _save_npz(run_dir / "gates.npz", _gate_arrays(gate_records, seed))
-        out["gates_file"] = "gates.npz"
+        _save_npz(run_dir / GATES, _gate_arrays(gate_records, seed))
+        out["gates_file"] = GATES
     return out

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .md_failure import FailureCriteria, FailureDetector
+from .runfolder import MD_JSON, md_json
 
 MAX_TRACE_POINTS = 400
 
@@ -238,7 +239,7 @@ def run_md(calc, start_frames, ref_frames, temperatures=(300.0,), steps: int = 1
                             "write_every": write_every, "friction_per_fs": friction_per_fs, **(meta or {})},
                "criteria": criteria.as_dict(), "summary": summarize(reps), "replicas": reps}
     if out_dir is not None:
-        f = Path(out_dir) / "md.json"
+        f = Path(out_dir) / MD_JSON
         doc = read_json(f) if f.is_file() else {}
         doc[ensemble] = section
         atomic_write_json(f, doc)
@@ -295,7 +296,7 @@ def md_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The compare/report hook: ``{ensemble: {temperature: summary}}`` from ``<run>/md/md.json`` or None."""
     from .atomic import read_json
 
-    f = Path(run_dir) / "md" / "md.json"
+    f = md_json(run_dir)
     if not f.is_file():
         return None
     return {ens: sec["summary"] for ens, sec in read_json(f).items()}

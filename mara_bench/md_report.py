@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import runfolder as rf
 from .config import MARA_VARIANTS
 
 GROUP_KEYS = ("backbone", "mara", "ensemble", "temperature_k", "duration_ps", "timestep_fs")
@@ -26,7 +27,7 @@ VARIANT_ORDER = {v: k for k, v in enumerate(MARA_VARIANTS)}
 def _run_meta(run_dir: Path) -> dict[str, Any]:
     from .atomic import read_json
 
-    for name in ("metrics.json", "config.json"):
+    for name in (rf.METRICS, rf.CONFIG):
         f = run_dir / name
         if f.is_file():
             try:
@@ -43,7 +44,7 @@ def _md_docs(run_dirs) -> list[tuple[Path, dict]]:
 
     out = []
     for d in map(Path, run_dirs):
-        f = d / "md" / "md.json"
+        f = rf.md_json(d)
         if f.is_file():
             try:
                 out.append((d, read_json(f)))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import runfolder as rf
 from .errors import UserError, unknown
 
 ENSEMBLES = ("nvt", "nve")
@@ -74,9 +75,9 @@ class MDSettings:
 def finished_section(run_dir: str | os.PathLike, s: MDSettings) -> dict | None:
     """The ``md.json`` section of ``s.ensemble`` if it was run with exactly these settings, else None."""
     from .atomic import read_json
-    from .calculator import read_run_config
+    from .runfolder import read_run_config
 
-    f = Path(run_dir) / "md" / "md.json"
+    f = rf.md_json(run_dir)
     if not f.is_file():
         return None
     try:
@@ -86,7 +87,7 @@ def finished_section(run_dir: str | os.PathLike, s: MDSettings) -> dict | None:
     if not isinstance(sec, dict) or "settings" not in sec:
         return None
     dtype = s.dtype or read_run_config(run_dir).dtype
-    ckpt = Path(run_dir) / "checkpoint.pt"
+    ckpt = Path(run_dir) / rf.CHECKPOINT
     want = {"checkpoint_sha256": checkpoint_fingerprint(ckpt) if ckpt.is_file() else None,"temperatures": [float(t) for t in s.temperatures], "steps": s.steps, "timestep_fs": s.timestep_fs,
             "replicas": s.replicas, "seed": s.seed, "write_every": s.write_every,
             "friction_per_fs": s.friction_per_fs, "dtype": dtype}
@@ -132,12 +133,12 @@ def md_for_run(run_dir: str | os.PathLike, s: MDSettings, progress: bool = True)
     ref_idx = rng.choice(len(test), size=min(200, len(test)), replace=False)
     refs = test.subset(np.sort(ref_idx)).to_atoms()
     return run_md(calc, starts, refs, temperatures=s.temperatures, steps=s.steps, timestep_fs=s.timestep_fs,
-                  ensemble=s.ensemble, replicas=s.replicas, seed=s.seed, out_dir=run_dir / "md",
+                  ensemble=s.ensemble, replicas=s.replicas, seed=s.seed, out_dir=run_dir / rf.MD_DIR,
                   criteria=s.criteria(), progress=progress, write_every=s.write_every,
                   friction_per_fs=s.friction_per_fs,
                   meta={"run_id": run_dir.name, "dtype": str(calc.dtype).replace("torch.", ""),
                         "reference": f"{cfg.dataset} test split",
-                        "checkpoint_sha256": checkpoint_fingerprint(run_dir / "checkpoint.pt")})
+                        "checkpoint_sha256": checkpoint_fingerprint(run_dir / rf.CHECKPOINT)})
 
 
 def summary_lines(sec: dict[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import runfolder as rf
 from .errors import UserError
 
 
@@ -203,7 +204,8 @@ def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
     from . import ddp
     from .atomic import atomic_write_json, nonfinite_to_null
     from .evaluate import evaluate_run
-    from .results import check_same_config, is_complete, run_info, write_config
+    from .results import check_same_config, run_info, write_config
+    from .runfolder import is_complete
     from .train import stage_of, train
 
     p = prepare(cfg)
@@ -229,7 +231,7 @@ def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
         if resuming:
             check_same_config(rd, cfg)
         if force and rd.exists():
-            for name in ("metrics.json", ckpt.NAME, "train_log.csv", "predictions.npz", "gates.npz", "run_info.json"):
+            for name in rf.RESTARTED_BY_FORCE:
                 (rd / name).unlink(missing_ok=True)
         rd.mkdir(parents=True, exist_ok=True)
         write_config(rd, cfg)
@@ -273,7 +275,7 @@ def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
     family = str(cfg.dataset).split(":", 1)[0]  # a user file is no registered family: no provider
     providers = {"backbone": provider(BACKBONE_GROUP, cfg.backbone),
                  "dataset_family": provider(DATASET_GROUP, family) if family in dataset_entries() else None}
-    atomic_write_json(rd / "run_info.json", run_info(p.device, wall_time_s=wall, extra={
+    atomic_write_json(rd / rf.RUN_INFO, run_info(p.device, wall_time_s=wall, extra={
         "providers": providers,
         "resumed_from_epoch": res.resumed_from_epoch, "model_options": p.model_opts, "train_options": p.train_opts}),
         strict=True)
@@ -283,7 +285,7 @@ def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
                                          "written as null" for k, v in invalid.items()}
         print(f"warning: {len(invalid)} metric(s) of {cfg.run_id()} are not finite (e.g. {next(iter(invalid))}) "
               "and are written as null; see metrics.json 'invalid_metrics'", file=sys.stderr)
-    atomic_write_json(rd / "metrics.json", metrics, strict=True)
+    atomic_write_json(rd / rf.METRICS, metrics, strict=True)
     ddp.shutdown()
     print(f"run {cfg.run_id()} -> {rd}")
     print(summary_table(metrics))

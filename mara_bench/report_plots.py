@@ -11,6 +11,7 @@ from collections import defaultdict
 import numpy as np
 
 from .config import variant_rank
+from .runfolder import TRAIN_LOG
 
 MAX_POINTS = 20_000  # parity plots: seeded subsample
 
@@ -226,7 +227,7 @@ def forest(df, backbone: str, dataset: str, budget: str | None = None) -> bytes 
 def _train_log(path) -> dict[str, np.ndarray] | None:
     import csv
 
-    f = path / "train_log.csv"
+    f = path / TRAIN_LOG
     if not f.exists():
         return None
     rows = list(csv.DictReader(open(f)))

@@ -18,6 +18,8 @@ from typing import Any
 
 from .atomic import atomic_write_json, read_json
 from .errors import UserError
+from .runfolder import CONFIG
+from .runfolder import is_complete as is_complete  # re-exported
 
 PACKAGES = ("mara_bench", "torch", "e3nn", "mace-torch", "nequip", "schnetpack", "torch-harmonics", "ase", "numpy")
 
@@ -36,10 +38,6 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
 
 def run_dir(cfg) -> Path:
     return Path(cfg.output_dir) / cfg.run_id()
-
-
-def is_complete(path: str | os.PathLike) -> bool:
-    return (Path(path) / "metrics.json").is_file()
 
 
 def git_commit() -> str | None:
@@ -109,13 +107,13 @@ def write_config(path: Path, cfg) -> None:
     hashes = cfg.identity().get("data_sha256")
     if hashes:  # user files: the content the run was made from (a changed file must not resume this run)
         d["data_sha256"] = hashes
-    atomic_write_json(path / "config.json", d)
+    atomic_write_json(path / CONFIG, d)
 
 
 def check_same_config(path: Path, cfg) -> None:
     """Refuse to resume a run folder whose saved config differs (same id but e.g. a hash collision or edit), or
     whose user data files changed since it was made (naming the files)."""
-    f = path / "config.json"
+    f = path / CONFIG
     if not f.exists():
         return
     try:

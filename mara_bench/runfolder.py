@@ -22,6 +22,28 @@ from .errors import UserError
 if TYPE_CHECKING:
     import torch
 
+# the files of a run folder (one place for their names)
+CONFIG = "config.json"          # RunConfig.resolved() + run_id, config_hash (results.write_config)
+RUN_INFO = "run_info.json"      # versions, device, wall time (pipeline)
+TRAIN_LOG = "train_log.csv"     # one row per epoch (train)
+CHECKPOINT = "checkpoint.pt"    # resumable training state (checkpoint)
+METRICS = "metrics.json"        # written last: its presence marks a finished run (pipeline)
+PREDICTIONS = "predictions.npz"  # test-set predictions (evaluate)
+GATES = "gates.npz"             # MARA gates vs edge length (evaluate, MARA runs)
+MD_DIR = "md"                   # MD trajectories and md.json (md_run)
+MD_JSON = "md.json"
+RESTARTED_BY_FORCE = (METRICS, CHECKPOINT, TRAIN_LOG, PREDICTIONS, GATES, RUN_INFO)  # deleted by --force
+
+
+def md_json(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/md/md.json``."""
+    return Path(run_dir) / MD_DIR / MD_JSON
+
+
+def is_complete(run_dir: str | os.PathLike) -> bool:
+    """A run folder is finished when its metrics.json exists."""
+    return (Path(run_dir) / METRICS).is_file()
+
 
 @dataclass
 class RunData:
@@ -35,12 +57,12 @@ class RunData:
 
     @cached_property
     def predictions(self):
-        f = self.path / "predictions.npz"
+        f = self.path / PREDICTIONS
         return dict(np.load(f)) if f.exists() else None
 
     @cached_property
     def gates(self):
-        f = self.path / "gates.npz"
+        f = self.path / GATES
         return np.load(f) if f.exists() else None
 
 
@@ -50,10 +72,10 @@ def find_runs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
     for p in map(Path, paths):
         if not p.exists():
             raise UserError(f"'{p}' does not exist; pass run folders or a results folder")
-        cands = [p] if (p / "config.json").exists() else sorted(
-            c.parent for depth in ("*/", "*/*/", "*/*/*/") for c in p.glob(depth + "config.json"))
+        cands = [p] if (p / CONFIG).exists() else sorted(
+            c.parent for depth in ("*/", "*/*/", "*/*/*/") for c in p.glob(depth + CONFIG))
         for c in cands:
-            (done if (c / "metrics.json").exists() else unfinished).append(c)
+            (done if (c / METRICS).exists() else unfinished).append(c)
     seen, out = set(), []
     for c in done:
         if c.resolve() not in seen:
@@ -67,7 +89,7 @@ def _read_metrics(d: Path) -> dict | None:
     import json
     import sys
 
-    f = d / "metrics.json"
+    f = d / METRICS
     try:
         m = read_json(f)
     except (OSError, ValueError) as e:
@@ -104,10 +126,9 @@ def load_runs(run_dirs: list[Path]) -> list[RunData]:
 
 def read_run_config(run_dir: str | os.PathLike):
     """The :class:`RunConfig` saved in ``run_dir/config.json`` (UserError when missing/unreadable)."""
-    from .atomic import read_json
     from .config import RunConfig
 
-    f = Path(run_dir) / "config.json"
+    f = Path(run_dir) / CONFIG
     if not f.is_file():
         raise UserError(f"'{run_dir}' is not a run folder (no config.json); pass a folder under results/ or a run id")
     saved = read_json(f)
@@ -145,7 +166,7 @@ def load_run_model(run_dir: str | os.PathLike, device: str = "cpu", use_ema: boo
     """
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
+    ckpt_path = run_dir / CHECKPOINT
     if not ckpt_path.is_file():
         raise UserError(f"run folder '{run_dir}' has no checkpoint.pt; train it first with 'mara_bench run'")
     from . import checkpoint, pipeline

@@ -30,6 +30,7 @@ import submitit
 
 from .atomic import atomic_write_json, read_json
 from .errors import UserError, did_you_mean
+from .runfolder import CHECKPOINT, is_complete
 
 AXES = {"backbones": "backbone", "variants": "mara", "datasets": "dataset", "splits": "split", "seeds": "seed",
         "presets": "preset"}
@@ -139,7 +140,7 @@ class SweepJob(submitit.helpers.Checkpointable):
 
     def __call__(self, cfg_dict: dict[str, Any]) -> str:
         from .config import RunConfig
-        from .results import is_complete, run_dir
+        from .results import run_dir
 
         self._run_setup()
         cfg = RunConfig.from_dict(cfg_dict)
@@ -197,7 +198,7 @@ def _pid_alive(pid: int) -> bool:
 
 def run_state(rd: Path) -> str:
     """done | running | failed | pending, from the run folder alone."""
-    if (rd / "metrics.json").is_file():
+    if is_complete(rd):
         return "done"
     from .runlock import read_holder
 
@@ -206,7 +207,7 @@ def run_state(rd: Path) -> str:
         return "running"
     f = rd / STATUS_FILE
     if not f.is_file():
-        return "pending" if not (rd / "checkpoint.pt").exists() else "failed"
+        return "pending" if not (rd / CHECKPOINT).exists() else "failed"
     st = read_json(f)
     if st.get("state") in ("running", "requeued"):
         if st.get("host") == socket.gethostname():

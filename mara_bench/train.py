@@ -31,6 +31,7 @@ from . import ddp
 from .atomic import atomic_write_text
 from .errors import UserError
 from .graph import FrameGraph, GraphBatch, collate
+from .runfolder import TRAIN_LOG
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_energy_mae_mev_per_atom", "val_force_mae_mev_A", "lr",
                "epoch_time_s", "stage", "train_flops_cum", "epoch_cpu_s")
@@ -217,7 +218,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
-    ck_path, log_path = run_dir / ckpt.NAME, run_dir / "train_log.csv"
+    ck_path, log_path = run_dir / ckpt.NAME, run_dir / TRAIN_LOG
     if not train_graphs or not val_graphs:
         raise UserError(f"need training and validation frames, got {len(train_graphs)} and {len(val_graphs)}")
     from .cost import budget_options, epoch_flops, train_step_flops

@@ -43,16 +43,16 @@ def main(args: argparse.Namespace) -> int:
                    ensemble=args.ensemble, replicas=args.replicas, seed=args.seed, dtype=args.dtype,
                    device=args.device, threads=args.threads, write_every=args.write_every, friction_per_fs=args.friction,
                    bond_stretch=args.bond_stretch, min_distance=args.min_distance).validate()
-    from ..calculator import resolve_run_dir
+    from ..runfolder import is_complete, md_json, resolve_run_dir
 
     run_dir = resolve_run_dir(args.run, args.output_dir)
-    if not (run_dir / "metrics.json").is_file() and not args.allow_partial:
+    if not is_complete(run_dir) and not args.allow_partial:
         from ..errors import UserError
 
         raise UserError(f"run '{run_dir}' is unfinished (no metrics.json: its training did not complete); finish it "
                         "by re-running its 'mara_bench run' command, or pass --allow-partial to use its last "
                         "checkpoint anyway")
     sec = md_for_run(run_dir, s, progress=not args.quiet)
-    print(f"md ({args.ensemble}) for {run_dir.name}: {run_dir / 'md' / 'md.json'}")
+    print(f"md ({args.ensemble}) for {run_dir.name}: {md_json(run_dir)}")
     print("\n".join(summary_lines(sec)))
     return 0
