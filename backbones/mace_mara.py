@@ -114,38 +114,18 @@ def attach_mara(mace_model: torch.nn.Module, make_mara) -> list[torch.nn.Module]
     return maras
 
 
-def _chemical_symbol(z: int) -> str:
-    try:
-        from ase.data import chemical_symbols
-
-        return chemical_symbols[z]
-    except (ImportError, IndexError):
-        return "?"
-
-
 class MACEEnergyModel(EnergyModel):
     """A (possibly MARA-wrapped) ``mace.modules.MACE``/``ScaleShiftMACE`` behind mara_bench's GraphBatch API."""
 
     def __init__(self, mace_model: torch.nn.Module, elements: list[int], r_max: float) -> None:
         super().__init__()
         self.mace = mace_model
-        self.elements = [int(z) for z in elements]
         self.r_max = float(r_max)
-        lut = torch.full((max(self.elements) + 1,), -1, dtype=torch.long)
-        lut[torch.tensor(self.elements)] = torch.arange(len(self.elements))
-        self.register_buffer("z_to_index", lut, persistent=False)
+        self.set_elements(elements)
 
     def node_attrs(self, numbers: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """One-hot over the model's z_table; UserError naming any element the model was not built for."""
-        lut = self.z_to_index
-        known = (numbers >= 0) & (numbers < lut.numel())
-        idx = torch.where(known, lut[numbers.clamp(0, lut.numel() - 1)], torch.full_like(numbers, -1))
-        if bool((idx < 0).any()):
-            z = int(numbers[idx < 0][0])
-            raise UserError(
-                f"element Z={z} ({_chemical_symbol(z)}) is in the batch but not in this MACE model's elements "
-                f"{self.elements} (taken from the training set); train on data that contains it"
-            )
+        idx = self.element_index(numbers)
         return torch.nn.functional.one_hot(idx, num_classes=len(self.elements)).to(dtype)
 
     def mace_inputs(self, batch, positions: torch.Tensor) -> dict[str, torch.Tensor]:

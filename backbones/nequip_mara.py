@@ -161,11 +161,8 @@ class NequIPEnergyModel(EnergyModel):
         super().__init__()
         self.nequip = graph_model
         self.r_max = float(r_max)
-        self.elements = list(elements)
         self.context = context
-        type_of_z = torch.full((119,), -1, dtype=torch.long)
-        type_of_z[torch.as_tensor(self.elements)] = torch.arange(len(self.elements))
-        self.register_buffer("type_of_z", type_of_z, persistent=False)
+        self.set_elements(elements)
 
     def _apply(self, fn, recurse=True):
         """``.to(dtype)`` support: nequip modules cache their output dtype at build time; follow the parameters."""
@@ -178,20 +175,10 @@ class NequIPEnergyModel(EnergyModel):
                         setattr(m, attr, dtype)
         return out
 
-    def atom_types(self, numbers: torch.Tensor) -> torch.Tensor:
-        types = self.type_of_z[numbers]
-        if bool((types < 0).any()):
-            bad = sorted(set(numbers[types < 0].tolist()))
-            raise UserError(f"atomic numbers {bad} are not among the model's elements {self.elements}; "
-                            "compute the dataset stats on data that contains them")
-        return types
-
     def forward(self, batch, compute_forces: bool = True, training: bool = False) -> dict[str, torch.Tensor]:
         from nequip.data import AtomicDataDict as K
 
-        pos = batch.positions
-        if compute_forces and not pos.requires_grad:
-            pos = pos.detach().requires_grad_(True)
+        pos = self.positions_for_forces(batch.positions, compute_forces)
         sender, receiver = batch.edge_index[0], batch.edge_index[1]
         vectors = -batch.edge_vectors(pos)  # p_sender - p_receiver (+ shift) = nequip's and MARA's convention
         self.context.vectors = vectors
@@ -199,7 +186,7 @@ class NequIPEnergyModel(EnergyModel):
             K.POSITIONS_KEY: pos,
             K.EDGE_INDEX_KEY: torch.stack([receiver, sender]),
             K.EDGE_VECTORS_KEY: vectors,
-            K.ATOM_TYPE_KEY: self.atom_types(batch.numbers),
+            K.ATOM_TYPE_KEY: self.element_index(batch.numbers),
             K.BATCH_KEY: batch.batch,
             K.NUM_NODES_KEY: batch.num_atoms,
         }
@@ -208,11 +195,7 @@ class NequIPEnergyModel(EnergyModel):
         finally:
             self.context.vectors = None
         energy = out[K.TOTAL_ENERGY_KEY].reshape(-1)
-        result = {"energy": energy}
-        if compute_forces:
-            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=training, allow_unused=True)
-            result["forces"] = -grad if grad is not None else torch.zeros_like(pos)
-        return result
+        return self.with_forces(energy, pos, compute_forces, training)
 
 
 def build_nequip(model_options: dict[str, Any], stats, mara_opts, dtype: torch.dtype | None) -> NequIPEnergyModel:

@@ -66,31 +66,22 @@ class MaraPaiNNInteraction(torch.nn.Module):
 
 
 class PaiNNEnergyModel(EnergyModel):
+    keep_shifts_float64 = False  # TODO(issue 17): .to(float32) rounds PaiNN's shifts (SchNet's are kept float64)
+
     def __init__(self, representation, head, elements, shifts, scale: float, r_max: float, context: EdgeContext):
         super().__init__()
         self.representation = representation
         self.head = head
         self.r_max = float(r_max)
-        self.elements = list(elements)
         self.context = context
         self.scale = float(scale)
-        shift_of_z = torch.zeros(119, dtype=torch.float64)
-        known = torch.zeros(119, dtype=torch.bool)
-        for z, s in zip(elements, shifts, strict=True):
-            shift_of_z[z], known[z] = s, True
-        self.register_buffer("shift_of_z", shift_of_z)
-        self.register_buffer("known_z", known, persistent=False)
+        self.set_elements(elements, shifts)
 
     def forward(self, batch, compute_forces: bool = True, training: bool = False) -> dict[str, torch.Tensor]:
         from schnetpack import properties as P
 
-        if not bool(self.known_z[batch.numbers].all()):
-            bad = sorted(set(batch.numbers[~self.known_z[batch.numbers]].tolist()))
-            raise UserError(f"atomic numbers {bad} are not among the model's elements {self.elements}; "
-                            "compute the dataset stats on data that contains them")
-        pos = batch.positions
-        if compute_forces and not pos.requires_grad:
-            pos = pos.detach().requires_grad_(True)
+        self.element_index(batch.numbers)
+        pos = self.positions_for_forces(batch.positions, compute_forces)
         r_ij = -batch.edge_vectors(pos)  # p_j - p_i (+ shift), j = sender, i = receiver
         self.context.vectors = r_ij
         inputs = {P.Z: batch.numbers, P.Rij: r_ij, P.idx_i: batch.edge_index[1], P.idx_j: batch.edge_index[0]}
@@ -98,14 +89,10 @@ class PaiNNEnergyModel(EnergyModel):
             q = self.representation(inputs)["scalar_representation"]
         finally:
             self.context.vectors = None
-        per_atom = self.scale * self.head(q).squeeze(-1).to(torch.float64) + self.shift_of_z[batch.numbers]
+        per_atom = self.scale * self.head(q).squeeze(-1).to(torch.float64) + self.atom_shift(batch.numbers)
         energy = torch.zeros(batch.num_graphs, dtype=per_atom.dtype, device=per_atom.device)
         energy = energy.index_add(0, batch.batch, per_atom)
-        result = {"energy": energy}
-        if compute_forces:
-            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=training, allow_unused=True)
-            result["forces"] = -grad if grad is not None else torch.zeros_like(pos)
-        return result
+        return self.with_forces(energy, pos, compute_forces, training)
 
 
 def build_painn(model_options: dict[str, Any], stats, mara_opts, dtype: torch.dtype | None) -> PaiNNEnergyModel:

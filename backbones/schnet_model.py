@@ -55,44 +55,21 @@ class SchNetEnergyModel(EnergyModel):
         super().__init__()
         self.schnet = schnet
         self.r_max = float(r_max)
-        self.elements = list(elements)
         self.edges = edges
         self.scale = float(scale)
-        shift_of_z = torch.zeros(119, dtype=torch.float64)
-        known = torch.zeros(119, dtype=torch.bool)
-        for z, s in zip(elements, shifts, strict=True):
-            shift_of_z[z], known[z] = s, True
-        self.register_buffer("shift_of_z", shift_of_z)
-        self.register_buffer("known_z", known, persistent=False)
-
-    def _apply(self, fn, recurse=True):
-        """``.to(float32)`` etc. move the per-element shifts but keep them float64 (eV totals of ~1e4 would lose
-        ~1 meV per atom in float32)."""
-        shifts = self.shift_of_z
-        out = super()._apply(fn, recurse)
-        self.shift_of_z = shifts.to(device=self.shift_of_z.device, dtype=torch.float64)
-        return out
+        self.set_elements(elements, shifts)  # shift_of_z stays float64 under .to(float32) (EnergyModel._apply)
 
     def forward(self, batch, compute_forces: bool = True, training: bool = False) -> dict[str, torch.Tensor]:
         numbers = batch.numbers
-        if not bool(self.known_z[numbers].all()):
-            bad = sorted(set(numbers[~self.known_z[numbers]].tolist()))
-            raise UserError(f"atomic numbers {bad} are not among the model's elements {self.elements}; "
-                            "compute the dataset stats on data that contains them")
-        pos = batch.positions
-        if compute_forces and not pos.requires_grad:
-            pos = pos.detach().requires_grad_(True)
+        self.element_index(numbers)
+        pos = self.positions_for_forces(batch.positions, compute_forces)
         vectors = -batch.edge_vectors(pos)  # p_sender - p_receiver (+ shift)
         with self.edges(vectors, batch.edge_index):
             y = self.schnet(numbers, pos, batch.batch).squeeze(-1)  # [G], the sum of the atom-wise outputs
         shift = torch.zeros(batch.num_graphs, dtype=torch.float64, device=y.device)
-        shift = shift.index_add(0, batch.batch, self.shift_of_z[numbers])
+        shift = shift.index_add(0, batch.batch, self.atom_shift(numbers))
         energy = self.scale * y.to(torch.float64) + shift
-        result = {"energy": energy}
-        if compute_forces:
-            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=training, allow_unused=True)
-            result["forces"] = -grad if grad is not None else torch.zeros_like(pos)
-        return result
+        return self.with_forces(energy, pos, compute_forces, training)
 
 
 def build_schnet(model_options: dict[str, Any], stats, mara_opts, dtype: torch.dtype | None) -> SchNetEnergyModel:

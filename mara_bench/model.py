@@ -10,14 +10,99 @@ if TYPE_CHECKING:  # pragma: no cover
     from .graph import GraphBatch
 
 
+MAX_Z = 118  # element tables cover atomic numbers 0..MAX_Z
+
+
+def _symbol(z: int) -> str:
+    try:
+        from ase.data import chemical_symbols
+
+        return chemical_symbols[z]
+    except (ImportError, IndexError):
+        return "?"
+
+
 class EnergyModel(torch.nn.Module):
-    """Base class of what :meth:`Backbone.build` returns."""
+    """Base class of what :meth:`Backbone.build` returns.
+
+    Plumbing every backbone needs, in one place:
+
+    * :meth:`set_elements` — the element table (``index_of_z``: Z -> index in ``elements``, -1 when unknown) and,
+      with ``shifts``, the per-element energy shift ``shift_of_z`` [119], kept in float64 by ``.to(dtype)`` (eV
+      totals of ~1e4 would lose ~1 meV per atom in float32);
+    * :meth:`element_index` — indices of atomic numbers, a UserError naming any element the model was not built
+      for; :meth:`atom_shift` — the float64 shift of each atom;
+    * :meth:`positions_for_forces` and :meth:`with_forces` — forces = −∂E/∂positions by autograd
+      (``create_graph=training``).
+    """
 
     r_max: float = 5.0
+    elements: list[int]
+    keep_shifts_float64: bool = True  # see _apply
 
     def forward(self, batch: GraphBatch, compute_forces: bool = True, training: bool = False) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------------------------------ elements
+    def set_elements(self, elements, shifts=None) -> None:
+        """Register the element table of ``elements`` (atomic numbers) and, when given, their energy shifts (eV):
+        buffers ``index_of_z`` (not saved) and ``shift_of_z`` (float64, saved in the state dict)."""
+        self.elements = [int(z) for z in elements]
+        index = torch.full((MAX_Z + 1,), -1, dtype=torch.long)
+        index[torch.as_tensor(self.elements, dtype=torch.long)] = torch.arange(len(self.elements))
+        self.register_buffer("index_of_z", index, persistent=False)
+        if shifts is not None:
+            shift_of_z = torch.zeros(MAX_Z + 1, dtype=torch.float64)
+            for z, s in zip(self.elements, shifts, strict=True):
+                shift_of_z[z] = s
+            self.register_buffer("shift_of_z", shift_of_z)
+
+    def element_index(self, numbers: torch.Tensor) -> torch.Tensor:
+        """The index in ``elements`` of every atomic number; UserError naming those the model was not built for."""
+        table = self.index_of_z
+        inside = (numbers >= 0) & (numbers < table.numel())
+        idx = torch.where(inside, table[numbers.clamp(0, table.numel() - 1)], torch.full_like(numbers, -1))
+        if bool((idx < 0).any()):
+            from .errors import UserError
+
+            bad = sorted(set(numbers[idx < 0].tolist()))
+            names = ", ".join(f"Z={z} ({_symbol(z)})" for z in bad)
+            raise UserError(f"atomic numbers {bad} ({names}) are not among the model's elements {self.elements} "
+                            "(taken from the training set); compute the dataset stats on data that contains them")
+        return idx
+
+    def atom_shift(self, numbers: torch.Tensor) -> torch.Tensor:
+        """The float64 energy shift [N] of each atom (after :meth:`element_index` has checked ``numbers``)."""
+        return self.shift_of_z[numbers]
+
+    def _apply(self, fn, recurse=True):
+        """``.to(float32)`` etc. move the per-element shifts but keep them float64."""
+        shifts = self._buffers.get("shift_of_z") if self.keep_shifts_float64 else None
+        out = super()._apply(fn, recurse)
+        if shifts is not None:
+            self.shift_of_z = shifts.to(device=self.shift_of_z.device, dtype=torch.float64)
+        return out
+
+    # ------------------------------------------------------------------------------------------ forces
+    @staticmethod
+    def positions_for_forces(positions: torch.Tensor, compute_forces: bool) -> torch.Tensor:
+        """``positions`` as a leaf that requires grad when forces are wanted (the caller's tensor is not changed)."""
+        if compute_forces and not positions.requires_grad:
+            return positions.detach().requires_grad_(True)
+        return positions
+
+    @staticmethod
+    def with_forces(energy: torch.Tensor, positions: torch.Tensor, compute_forces: bool,
+                    training: bool) -> dict[str, torch.Tensor]:
+        """``{"energy": energy}`` plus, when asked, ``"forces"`` = −∂(Σ energy)/∂positions (``create_graph`` while
+        training so the force loss can be differentiated; zeros when the energy does not depend on positions)."""
+        result = {"energy": energy}
+        if compute_forces:
+            (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=training, allow_unused=True)
+            result["forces"] = -grad if grad is not None else torch.zeros_like(positions)
+        return result
+
+    # ------------------------------------------------------------------------------------------ MARA
     def mara_modules(self) -> list[torch.nn.Module]:
         from .mara import MARA
 
