@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mara_bench.backbone import check_model_keys
 from mara_bench.errors import UserError
 from mara_bench.model import EdgeContext, EnergyModel
 
@@ -203,14 +204,7 @@ def build_nequip(model_options: dict[str, Any], stats, mara_opts, dtype: torch.d
     from ase.data import chemical_symbols
 
     opts = dict(model_options)
-    unknown_keys = sorted(set(opts) - set(MODEL_KEYS))
-    if unknown_keys:
-        from mara_bench.errors import did_you_mean
-
-        raise UserError(f"unknown NequIP model option '{unknown_keys[0]}'{did_you_mean(unknown_keys[0], MODEL_KEYS)}; "
-                        f"valid: {', '.join(sorted(MODEL_KEYS))}")
-    if "r_max" not in opts:
-        raise UserError("NequIP model options need 'r_max' (Å)")
+    check_model_keys(opts, MODEL_KEYS, "NequIP")
     dtype = dtype or torch.get_default_dtype()
     if dtype not in (torch.float32, torch.float64):
         raise UserError(f"NequIP supports float32 and float64, not {dtype}")

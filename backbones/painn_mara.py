@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from mara_bench.backbone import check_model_keys
 from mara_bench.errors import UserError
 from mara_bench.model import EdgeContext, EnergyModel
 
@@ -102,14 +103,7 @@ def build_painn(model_options: dict[str, Any], stats, mara_opts, dtype: torch.dt
 
     spk = import_schnetpack()
     opts = {**DEFAULTS, **model_options}
-    unknown_keys = sorted(set(opts) - set(MODEL_KEYS))
-    if unknown_keys:
-        from mara_bench.errors import did_you_mean
-
-        raise UserError(f"unknown PaiNN model option '{unknown_keys[0]}'{did_you_mean(unknown_keys[0], MODEL_KEYS)}; "
-                        f"valid: {', '.join(sorted(MODEL_KEYS))}")
-    if "r_max" not in opts:
-        raise UserError("PaiNN model options need 'r_max' (Å)")
+    check_model_keys(opts, MODEL_KEYS, "PaiNN")
     r_max, n_rbf, width = float(opts["r_max"]), int(opts["n_rbf"]), int(opts["n_atom_basis"])
     rbf = {"bessel": spk.nn.BesselRBF, "gaussian": spk.nn.GaussianRBF}.get(opts["radial_basis"])
     if rbf is None:

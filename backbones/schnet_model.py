@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mara_bench.backbone import check_model_keys
 from mara_bench.errors import UserError
 from mara_bench.model import EnergyModel
 from mara_bench.pyg import MaraEdges, attach_mara
@@ -77,14 +78,7 @@ def build_schnet(model_options: dict[str, Any], stats, mara_opts, dtype: torch.d
     from torch_geometric.nn.models.schnet import CFConv
 
     opts = {**DEFAULTS, **model_options}
-    unknown_keys = sorted(set(opts) - set(MODEL_KEYS))
-    if unknown_keys:
-        from mara_bench.errors import did_you_mean
-
-        raise UserError(f"unknown SchNet model option '{unknown_keys[0]}'{did_you_mean(unknown_keys[0], MODEL_KEYS)}; "
-                        f"valid: {', '.join(sorted(MODEL_KEYS))}")
-    if "r_max" not in opts:
-        raise UserError("SchNet model options need 'r_max' (Å)")
+    check_model_keys(opts, MODEL_KEYS, "SchNet")
     r_max = opts["r_max"]
     if isinstance(r_max, bool) or not isinstance(r_max, (int, float)) or r_max <= 0:
         raise UserError(f"SchNet option r_max={r_max!r}: must be a positive number of Å")

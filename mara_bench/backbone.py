@@ -213,6 +213,19 @@ def check_values(options: dict[str, Any], rules: dict[str, str], where: str, pre
                             f"fix it with --set {prefix}.{name}=<value>")
 
 
+def check_model_keys(options: dict[str, Any], keys, backbone: str) -> None:
+    """The checks every ``build()`` starts with: a one-line UserError for a model option not in ``keys`` (with
+    "did you mean") and for a missing ``r_max``. ``backbone`` names it in the message (e.g. "PaiNN")."""
+    from .errors import UserError, did_you_mean
+
+    unknown_keys = sorted(set(options) - set(keys))
+    if unknown_keys:
+        raise UserError(f"unknown {backbone} model option '{unknown_keys[0]}'{did_you_mean(unknown_keys[0], keys)}; "
+                        f"valid: {', '.join(sorted(keys))}")
+    if "r_max" not in options:
+        raise UserError(f"{backbone} model options need 'r_max' (Å)")
+
+
 def __getattr__(name: str):  # PEP 562: lazy re-export, keeps this module torch-free
     if name == "EnergyModel":
         from .model import EnergyModel
