@@ -19,6 +19,7 @@ import numpy as np
 
 from . import runfolder as rf
 from .config import MARA_VARIANTS
+from .report_plots import png_bytes, pyplot
 
 GROUP_KEYS = ("backbone", "mara", "ensemble", "temperature_k", "duration_ps", "timestep_fs")
 VARIANT_ORDER = {v: k for k, v in enumerate(MARA_VARIANTS)}
@@ -144,24 +145,6 @@ def stability_markdown(table) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    _plt().close(fig)
-    return buf.getvalue()
-
-
 def _label(g: dict) -> str:
     return f"{g['backbone']}/{g['mara']} {g['ensemble']} ({g['duration_ps']:g} ps)"
 
@@ -170,7 +153,7 @@ def survival_png(rep) -> bytes | None:
     """Fraction of replicas stable vs time: a panel per temperature, a line per variant (seeds pooled)."""
     if rep is None or rep.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     temps = sorted(rep["temperature_k"].unique())
     fig, axes = plt.subplots(1, len(temps), figsize=(4.6 * len(temps), 3.6), squeeze=False)
     for ax, T in zip(axes[0], temps, strict=True):
@@ -190,7 +173,7 @@ def survival_png(rep) -> bytes | None:
     fig.suptitle("MD stability: fraction of replicas stable (seeds pooled; lines offset slightly so equal "
                  "curves stay visible)", fontsize=9)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig, tight=False)
 
 
 def nve_energy_png(run_dirs) -> bytes | None:
@@ -202,7 +185,7 @@ def nve_energy_png(run_dirs) -> bytes | None:
             traces.append((meta, r))
     if not traces:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     colours: dict[str, Any] = {}
     for meta, r in sorted(traces, key=lambda x: (x[0]["backbone"], VARIANT_ORDER.get(x[0]["mara"], 9))):
@@ -218,7 +201,7 @@ def nve_energy_png(run_dirs) -> bytes | None:
     ax.set(xlabel="time (ps)", ylabel="E_tot − E_tot(0) (meV/atom)", title="NVE energy conservation")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig, tight=False)
 
 
 def md_figures(run_dirs, rep=None) -> dict[str, bytes]:

@@ -22,7 +22,8 @@ def _order(label: str):
     return (b, variant_rank(v), v)
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (the one matplotlib entry of the reports)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,10 +32,11 @@ def _plt():
     return plt
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig, tight: bool = True) -> bytes:
+    """The figure as PNG bytes (110 dpi; ``bbox_inches="tight"`` unless ``tight=False``); closes it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
+    fig.savefig(buf, format="png", dpi=110, **({"bbox_inches": "tight"} if tight else {}))
+    pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -54,7 +56,7 @@ def force_error_cdf(runs, set_name: str = "test") -> bytes | None:
             groups[r.group].append(e)
     if not groups:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for label, parts in sorted(groups.items(), key=lambda kv: _order(kv[0])):
         e = np.sort(np.concatenate(parts))
@@ -67,7 +69,7 @@ def force_error_cdf(runs, set_name: str = "test") -> bytes | None:
     axes[0].legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _first_per_group(runs, usable) -> dict:
@@ -85,7 +87,7 @@ def parity(runs, set_name: str = "test") -> bytes | None:
                               and f"{set_name}__energy_pred" in r.predictions)
     if not chosen:
         return None
-    plt = _plt()
+    plt = pyplot()
     n = len(chosen)
     fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 6.4), squeeze=False)
     rng = np.random.default_rng(0)
@@ -108,7 +110,7 @@ def parity(runs, set_name: str = "test") -> bytes | None:
         ax.plot(lim, lim, "k--", lw=0.8)
         ax.set(title="energy (eV)", xlabel="reference", ylabel="predicted")
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def tail_bars(summary, set_name: str = "test") -> bytes | None:
@@ -121,7 +123,7 @@ def tail_bars(summary, set_name: str = "test") -> bytes | None:
     mean, std = g.mean(), g.std().fillna(0.0)
     keys = sorted(mean.index, key=_order)
     mean, std = mean.loc[keys], std.loc[keys]
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(mean)), 3.6))
     x = np.arange(len(cols))
     w = 0.8 / len(mean)
@@ -130,7 +132,7 @@ def tail_bars(summary, set_name: str = "test") -> bytes | None:
     ax.set_xticks(x + 0.4 - w / 2, ["P99", "CVaR 1%", "max"])
     ax.set(ylabel="per-atom force error (meV/Å)", title=f"{set_name}: force-error tail (mean ± std over seeds)")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def gate_histograms(runs) -> bytes | None:
@@ -138,7 +140,7 @@ def gate_histograms(runs) -> bytes | None:
     chosen = _first_per_group(runs, lambda r: r.gates is not None)
     if not chosen:
         return None
-    plt = _plt()
+    plt = pyplot()
     n = len(chosen)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
     for c, (label, r) in enumerate(sorted(chosen.items(), key=lambda kv: _order(kv[0]))):
@@ -150,7 +152,7 @@ def gate_histograms(runs) -> bytes | None:
         fig.colorbar(h[3], ax=ax, label="edges")
         ax.set(xlabel="edge length r (Å)", ylabel="gate α", title=f"{label} ({len(blocks)} blocks)")
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def equivariance_bars(summary) -> bytes | None:
@@ -158,7 +160,7 @@ def equivariance_bars(summary) -> bytes | None:
     df = summary[summary["test_set"] == "test"].dropna(subset=cols) if cols else None
     if df is None or df.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 3.4), squeeze=False)
     for ax, col in zip(axes[0], cols, strict=True):
         labels = [f"{g} s{s}" for g, s in zip(df["group"], df["seed"], strict=True)]
@@ -166,7 +168,7 @@ def equivariance_bars(summary) -> bytes | None:
         ax.set_xticks(range(len(df)), labels, rotation=60, ha="right", fontsize=7)
         ax.set(yscale="log", title=col.replace("equiv_", "equivariance error: "))
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 FOREST_PANELS = (("energy", ("energy_mae_mev_per_atom",)),
@@ -184,7 +186,7 @@ def forest(df, backbone: str, dataset: str, budget: str | None = None) -> bytes 
         c = c[c.budget == budget]
     if c.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     sets = list(dict.fromkeys(c.test_set))
     contrasts = [k for k in _CONTRAST_COLORS if ((c.variant == k[0]) & (c.baseline == k[1])).any()]
     fig, axes = plt.subplots(1, len(FOREST_PANELS), figsize=(4.2 * len(FOREST_PANELS), 0.9 + 0.5 * len(sets) * 2),
@@ -221,7 +223,7 @@ def forest(df, backbone: str, dataset: str, budget: str | None = None) -> bytes 
                    bbox_to_anchor=(0.5, 1.06))
     fig.text(0.5, -0.1, f"{backbone} · {dataset}{'' if budget is None else ' · at ' + budget}: filled = verdict "
              "(Holm), open = no clear difference / too few models", ha="center", fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _train_log(path) -> dict[str, np.ndarray] | None:
@@ -251,7 +253,7 @@ def learning_curves(runs) -> bytes | None:
             groups[f"{r.group}{budget} · {tr.get('max_epochs', tr.get('epochs', '?'))} ep"].append(log)
     if not groups:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (label, logs) in enumerate(sorted(groups.items(), key=lambda kv: _order(kv[0]))):
@@ -275,7 +277,7 @@ def learning_curves(runs) -> bytes | None:
     axes[0].legend(fontsize=7)
     fig.suptitle("learning curves: thin = one seed, bold = median over seeds (wall time depends on machine load)",
                  fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def pareto(runs, set_name: str = "test") -> bytes | None:
@@ -291,7 +293,7 @@ def pareto(runs, set_name: str = "test") -> bytes | None:
                                  float(t["force_mae_mev_A"]), float(t.get("force_err_p99_mev_A", np.nan))))
     if not pts:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (label, p) in enumerate(sorted(pts.items(), key=lambda kv: _order(kv[0]))):
@@ -314,4 +316,4 @@ def pareto(runs, set_name: str = "test") -> bytes | None:
             ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("accuracy vs inference cost (lower left is better)", fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
