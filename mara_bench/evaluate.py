@@ -68,13 +68,6 @@ def predict(model: torch.nn.Module, graphs: list[FrameGraph], batch_size: int, d
     }
 
 
-def random_rotations(n: int, seed: int) -> np.ndarray:
-    """n proper rotation matrices, uniformly distributed (Haar), from a seeded generator."""
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.random(n, random_state=np.random.default_rng(seed)).as_matrix().reshape(n, 3, 3)
-
-
 def rotate_graph(g: FrameGraph, R: np.ndarray) -> FrameGraph:
     """Rigidly rotate a structure (positions, cell, shifts, reference forces); the edges are unchanged."""
     return replace(g, positions=g.positions @ R.T, shifts=g.shifts @ R.T, cell=g.cell @ R.T,
@@ -82,7 +75,9 @@ def rotate_graph(g: FrameGraph, R: np.ndarray) -> FrameGraph:
 
 
 def rotated_copy(graphs: list[FrameGraph], seed: int) -> list[FrameGraph]:
-    Rs = random_rotations(len(graphs), seed)
+    from .symmetry import random_rotations
+
+    Rs = random_rotations(len(graphs), seed).numpy()
     return [rotate_graph(g, R) for g, R in zip(graphs, Rs, strict=True)]
 
 

@@ -71,12 +71,6 @@ def energy_drift(time_ps: np.ndarray, etot: np.ndarray, ekin: np.ndarray, n_atom
     return out
 
 
-def random_rotation(seed: int) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.random(random_state=np.random.default_rng(seed)).as_matrix()
-
-
 def rotation_jump(calc, atoms, seed: int = 0) -> dict[str, float]:
     """Rotate the whole system (positions about the centre of mass, and the cell) by a random rotation.
 
@@ -89,7 +83,9 @@ def rotation_jump(calc, atoms, seed: int = 0) -> dict[str, float]:
     a0.calc = calc
     e0 = float(a0.get_potential_energy())
     f0 = np.array(a0.get_forces())
-    R = random_rotation(seed)
+    from .symmetry import random_rotations
+
+    R = random_rotations(1, seed)[0].numpy()
     a1 = a0.copy()
     com = a1.get_center_of_mass()
     a1.positions = (a1.positions - com) @ R.T + com

@@ -23,15 +23,16 @@ __all__ = ["random_rotations", "transform_batch", "permute_batch", "equivariance
 def random_rotations(n: int, seed: int = 0, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
     """``n`` Haar-random proper rotations [n, 3, 3] (det +1), reproducible from ``seed``.
 
-    Uniform unit quaternions (normalised 4-D Gaussians from a seeded generator) through
-    ``e3nn.o3.quaternion_to_matrix``; the global torch RNG is not touched.
+    The one rotation sampler of mara_bench (symmetry measurements, the rotated test set of
+    :func:`mara_bench.evaluate.rotated_copy`, the MD rotation jump): ``scipy.spatial.transform.Rotation.random``
+    (uniform unit quaternions) from ``numpy.random.default_rng(seed)``, computed in float64; no global RNG is
+    touched. The first k of ``random_rotations(n, seed)`` do not depend on n.
     """
-    from e3nn.o3 import quaternion_to_matrix
+    import numpy as np
+    from scipy.spatial.transform import Rotation
 
-    g = torch.Generator().manual_seed(int(seed))
-    q = torch.randn(int(n), 4, generator=g, dtype=torch.float64)
-    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
-    return quaternion_to_matrix(q).to(dtype=dtype, device=device)
+    R = Rotation.random(int(n), random_state=np.random.default_rng(int(seed))).as_matrix().reshape(int(n), 3, 3)
+    return torch.from_numpy(R).to(dtype=dtype, device=device)
 
 
 def transform_batch(batch: GraphBatch, R: torch.Tensor) -> GraphBatch:
