@@ -124,10 +124,6 @@ def all_reduce_sum(values: Sequence[float], device: torch.device | str | None = 
     return t.cpu().tolist()
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    return _device_of(model)
-
-
 def batches(graphs, order: Sequence[int], batch_size: int, dtype, device):
     """Yield ``(batch or None, weight)`` per global batch: this rank's shard collated, and its share.
 

@@ -152,10 +152,7 @@ def build_model(p: Prepared, dtype):
 
 def count_parameters(model) -> dict[str, int]:
     total = sum(q.numel() for q in model.parameters())
-    try:
-        mara = sum(q.numel() for m in model.mara_modules() for q in m.parameters())
-    except ImportError:
-        mara = 0
+    mara = sum(q.numel() for m in model.mara_modules() for q in m.parameters())
     return {"total": int(total), "mara": int(mara)}
 
 

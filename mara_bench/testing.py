@@ -85,17 +85,9 @@ def perturb_mara(model: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> N
                 p.add_(scale * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype))
 
 
-def _rotated(batch: GraphBatch, Q: torch.Tensor) -> GraphBatch:
-    b = batch.clone()
-    b.positions, b.shifts, b.cell = batch.positions @ Q.T, batch.shifts @ Q.T, batch.cell @ Q.mT
-    return b
-
-
 def _equivariance_error(fn, batch: GraphBatch, n_rotations: int, seed: int, reflection: bool) -> dict[str, float]:
-    try:
-        from .symmetry import equivariance_error
-    except ImportError:  # the measurement module is optional here; same definition, computed locally
-        from .evaluate import _own_equivariance_error as equivariance_error
+    from .symmetry import equivariance_error
+
     return dict(equivariance_error(fn, batch, n_rotations=n_rotations, seed=seed, reflection=reflection))
 
 

@@ -35,6 +35,16 @@ def test_list_prints_everything_and_imports_no_backbone_package(cli):
     assert not imported & set(HEAVY), f"list imported heavy packages: {sorted(imported & set(HEAVY))}"
 
 
+
+def test_public_api_is_lazy():
+    code = ("import sys, mara_bench; assert not {'torch', 'mara_bench.mara'} & set(sys.modules), 'eager import'; "
+            "import mara_bench.mara as m, mara_bench.model as e; "
+            "assert mara_bench.MARA is m.MARA and mara_bench.EnergyModel is e.EnergyModel; "
+            "assert all(hasattr(mara_bench, n) for n in mara_bench.__all__); print(sorted(mara_bench.__all__))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "RunConfig" in r.stdout and "GraphBatch" in r.stdout and "Backbone" in r.stdout
+
 def _make_plugin(tmp_path, name="toyplugin", entry="toy", dist="toy_plugin"):
     pkg = tmp_path / name
     pkg.mkdir()

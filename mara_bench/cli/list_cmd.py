@@ -36,12 +36,8 @@ def _backbones() -> list[str]:
 
 
 def _datasets(args) -> list[str]:
-    from ..registry import dataset_entries
+    from ..data.listing import dataset_lines
 
-    try:
-        from ..data.listing import dataset_lines
-    except ImportError:
-        return ["Datasets (entry-point group mara_bench.datasets):"] + [f"  {n}" for n in dataset_entries()]
     return dataset_lines(args.data_dir)
 
 
