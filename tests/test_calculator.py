@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
-from md_potentials import ElasticNetwork, MorsePair
+from tiny_backbone import ElasticNetwork, MorsePair
 
 from mara_bench.calculator import MaraBenchCalculator, load_run_model, resolve_run_dir
 from mara_bench.errors import UserError

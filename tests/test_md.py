@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from ase.build import molecule
-from md_potentials import ElasticNetwork, MorsePair
+from tiny_backbone import ElasticNetwork, MorsePair
 
 from mara_bench.calculator import MaraBenchCalculator
 from mara_bench.md import distance_w1, energy_drift, md_summary, plot_md, rotation_jump, run_md
