@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-import tiny_backbone  # noqa: E402
+import tiny_backbone
 
 SCRIPT = str(Path(__file__).parent / "tiny_backbone.py")
 

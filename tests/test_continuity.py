@@ -4,12 +4,11 @@ models, flags a kinked one with the analytic jump, sees the `paper` gate's kink,
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tiny_backbone import TinyPairModel
 
 from mara_bench.continuity import (
     EPS,
@@ -26,9 +25,6 @@ from mara_bench.graph import collate
 from mara_bench.mara import MARA
 from mara_bench.s2grid import grid_points
 from mara_bench.testing import random_molecule
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_backbone import TinyPairModel  # noqa: E402
 
 F64 = torch.float64
 R_MAX = 4.0

@@ -3,20 +3,15 @@ the PaiNN paper preset); validated, used in training and in the validation loss.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from tiny_backbone import TinyPairModel, make_lj_frames
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_backbone import TinyPairModel, make_lj_frames  # noqa: E402
-
-from mara_bench.backbone import TRAIN_DEFAULTS  # noqa: E402
-from mara_bench.config import apply_overrides  # noqa: E402
-from mara_bench.errors import UserError  # noqa: E402
-from mara_bench.graph import build_graph, collate  # noqa: E402
-from mara_bench.train import ENERGY_LOSSES, check_options, loss_terms, train, validate  # noqa: E402
+from mara_bench.backbone import TRAIN_DEFAULTS
+from mara_bench.config import apply_overrides
+from mara_bench.errors import UserError
+from mara_bench.graph import build_graph, collate
+from mara_bench.train import ENERGY_LOSSES, check_options, loss_terms, train, validate
 
 
 def graphs(n, seed):

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import tiny_backbone
 
-sys.path.insert(0, str(Path(__file__).parent))
-import tiny_backbone  # noqa: E402
-
-from mara_bench.md_report import replica_frame, stability_markdown, stability_table, survival_png  # noqa: E402
+from mara_bench.md_report import replica_frame, stability_markdown, stability_table, survival_png
 
 SCRIPT = str(Path(__file__).parent / "tiny_backbone.py")
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -7,19 +7,17 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
 import pytest
+import tiny_backbone
+
+from mara_bench import sweep as sw
+from mara_bench.cli import main
+from mara_bench.errors import UserError
 
 TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
-import tiny_backbone  # noqa: E402
-
-from mara_bench import sweep as sw  # noqa: E402
-from mara_bench.cli import main  # noqa: E402
-from mara_bench.errors import UserError  # noqa: E402
 
 
 def _slow_saves() -> None:

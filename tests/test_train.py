@@ -3,20 +3,16 @@ refuses NaN, and the rotated-test evaluation of an exactly invariant model equal
 
 import csv
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tiny_backbone import TinyPairModel, make_lj_frames
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_backbone import TinyPairModel, make_lj_frames  # noqa: E402
-
-from mara_bench.backbone import TRAIN_DEFAULTS  # noqa: E402
-from mara_bench.evaluate import evaluate_run, rotated_copy  # noqa: E402
-from mara_bench.graph import build_graph  # noqa: E402
-from mara_bench.train import TrainingDiverged, _weights, stage_of, train  # noqa: E402
+from mara_bench.backbone import TRAIN_DEFAULTS
+from mara_bench.evaluate import evaluate_run, rotated_copy
+from mara_bench.graph import build_graph
+from mara_bench.train import TrainingDiverged, _weights, stage_of, train
 
 
 def graphs(n, seed):

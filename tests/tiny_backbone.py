@@ -91,11 +91,7 @@ class TinyPairModel(EnergyModel):
         energy = torch.zeros(batch.num_graphs, dtype=pos.dtype, device=pos.device)
         energy = energy.index_add(0, batch.batch, self.e0[z].to(pos.dtype))
         energy = energy.index_add(0, batch.batch[t], e_edge)
-        out = {"energy": energy}
-        if compute_forces:
-            (g,) = torch.autograd.grad(energy.sum(), pos, create_graph=training)
-            out["forces"] = -g
-        return out
+        return self.with_forces(energy, pos, compute_forces, training)
 
 
 class TinyBackbone(Backbone):
@@ -174,11 +170,7 @@ class MorsePair(EnergyModel):
         e_edge = self.edge_energy(vec, r)
         energy = torch.zeros(batch.num_graphs, dtype=pos.dtype, device=pos.device)
         energy = energy.index_add(0, batch.batch[batch.edge_index[1]], e_edge)
-        out = {"energy": energy}
-        if compute_forces:
-            (g,) = torch.autograd.grad(energy.sum(), pos, create_graph=training)
-            out["forces"] = -g
-        return out
+        return self.with_forces(energy, pos, compute_forces, training)
 
 
 class ElasticNetwork(MorsePair):
@@ -205,11 +197,7 @@ class ElasticNetwork(MorsePair):
         spring = 0.5 * self.k * (r - self.r0[s, t].to(r.dtype)) ** 2  # 0.5: each pair appears twice
         e_edge = torch.where(bonded, spring, super().edge_energy(vec, r))
         energy = torch.zeros(batch.num_graphs, dtype=pos.dtype, device=pos.device).index_add(0, batch.batch[t], e_edge)
-        out = {"energy": energy}
-        if compute_forces:
-            (g,) = torch.autograd.grad(energy.sum(), pos, create_graph=training)
-            out["forces"] = -g
-        return out
+        return self.with_forces(energy, pos, compute_forces, training)
 
 
 if __name__ == "__main__":  # python tests/tiny_backbone.py <mara_bench CLI args>
