@@ -349,7 +349,7 @@ def verdict_markdown(df, cost=None, test_sets: list[str] | None = None) -> str:
                 out.append("| parameters (MARA) | " + " | ".join(
                     f"{int(r.parameters):,} ({int(r.mara_parameters or 0):,})" for r in cs.itertuples()) + " |")
                 out.append("| epochs · training FLOPs | " + " | ".join(
-                    f"{int(r.epochs)} · {r.train_flops:.3g}" for r in cs.itertuples()) + " |")
+                    f"{int(r.epochs)} · {_plain(r.train_flops)}" for r in cs.itertuples()) + " |")
                 out.append("| training s/epoch (median) | " + " | ".join(
                     _plain(r.train_s_per_epoch) for r in cs.itertuples()) + " |")
                 out.append("| inference ms/structure (E+F) | " + " | ".join(
