@@ -229,6 +229,33 @@ def test_cli_in_process_writes_results(tmp_path, capsys):
     assert res["settings"]["variants"] == ["off", "paper"] and res["environment"]["threads"] == 1
 
 
+def test_cli_quick_by_default_full_on_request_and_threads_from_env(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    from mara_bench.cli import main, time_cmd
+
+    p = argparse.ArgumentParser()
+    time_cmd.add_parser(p.add_subparsers())
+    quick = time_cmd.apply_defaults(p.parse_args(["time"]))
+    full = time_cmd.apply_defaults(p.parse_args(["time", "--full"]))
+    mine = time_cmd.apply_defaults(p.parse_args(["time", "--full", "--sizes", "12", "--repeats", "3"]))
+    assert (quick.sizes, quick.repeats) == ("20,200", 5) and (full.sizes, full.repeats) == ("20,200,2000,5000", 10)
+    assert (mine.sizes, mine.repeats) == ("12", 3)
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("MARA_BENCH_THREADS", "1")  # honoured like run/md/sweep (no --threads given)
+    try:
+        rc = main(["time", "--backbone", "pairtest", "--mara", "off", "--preset", "smoke", "--sizes", "12",
+                   "--repeats", "1", "--warmup", "0", "--molecule", "ase:C6H6", "--output-dir", str(tmp_path),
+                   "--quiet", "--no-flops"])
+        assert rc == 0
+        (js,) = tmp_path.glob("*.json")
+        assert json.loads(js.read_text())["environment"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--mara", "off,bogus"], "unknown --mara value 'bogus'"),
     (["--sizes", "20,abc"], "bad --sizes entry 'abc'"),

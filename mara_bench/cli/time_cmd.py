@@ -22,13 +22,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--preset", default="quick", help="smoke, quick or paper (default quick)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--dtype", default="float32", help="float32 or float64 (default float32)")
-    p.add_argument("--sizes", default="20,200,2000,5000",
-                   help="comma-separated target atom counts; copies of the molecule are batched (default 20,200,2000,5000)")
+    p.add_argument("--sizes", default=None,
+                   help="comma-separated target atom counts; copies of the molecule are batched (default 20,200: a "
+                        "quick look; --full: 20,200,2000,5000)")
     p.add_argument("--modes", default="inference,train", help="inference, train or both (default both)")
-    p.add_argument("--repeats", type=int, default=10, help="timed repeats per variant and size (default 10)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed repeats per variant and size (default 5; --full: 10)")
+    p.add_argument("--full", action="store_true",
+                   help="the long sweep: sizes 20,200,2000,5000 and 10 repeats (many minutes on a laptop CPU)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls per variant (default 2)")
     p.add_argument("--compile", action="store_true", help="torch.compile the models; compile time is reported apart")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: $MARA_BENCH_THREADS if set, else torch's choice)")
     p.add_argument("--molecule", default="default",
                    help="'default' (the default dataset), a dataset name, ase:NAME (ASE g2 molecule) or a npz/extxyz path")
     p.add_argument("--data-dir", default=None, help="offline data directory (default: $MARA_BENCH_DATA)")
@@ -64,6 +69,18 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+QUICK_SIZES, FULL_SIZES = "20,200", "20,200,2000,5000"
+
+
+def apply_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill --sizes/--repeats: a quick look by default, the long sweep with --full (explicit values win)."""
+    if args.sizes is None:
+        args.sizes = FULL_SIZES if args.full else QUICK_SIZES
+    if args.repeats is None:
+        args.repeats = 10 if args.full else 5
+    return args
+
+
 def settings_from_args(args: argparse.Namespace):
     import os
 
@@ -89,6 +106,7 @@ def settings_from_args(args: argparse.Namespace):
         raise unknown("dtype", args.dtype, DTYPES)
     if args.backbone not in backbone_entries():
         raise unknown("backbone", args.backbone, backbone_entries())
+    apply_defaults(args)
     if args.repeats < 1 or args.warmup < 0:
         raise UserError(f"--repeats must be >= 1 and --warmup >= 0 (got {args.repeats}, {args.warmup})")
     if args.threads is not None and args.threads < 1:
@@ -127,11 +145,10 @@ def main(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    import torch
+    from ..pipeline import apply_thread_env
 
-    if args.threads is not None and args.threads >= 1:
-        torch.set_num_threads(args.threads)
     s = settings_from_args(args)
+    apply_thread_env(s.device, args.threads)  # --threads, else $MARA_BENCH_THREADS (as run, md and sweeps do)
     from ..timing import floor_summary, format_table, plot_timing, write_results
     from ..timing_sweep import run_sweep
 
