@@ -216,7 +216,7 @@ def build_mace_model(opts: dict[str, Any], stats):
 
 
 def _mara_factory(mara: MaraOptions, opts: dict[str, Any]):
-    from mara_bench.mara import MARA
+    from mara_bench.nn.mara import MARA
 
     def make(message_dim: int, scalar_slice):
         return MARA(message_dim=message_dim, variant=mara.variant, hidden=mara.hidden, grid=tuple(mara.grid),

@@ -140,7 +140,7 @@ def attach_mara(graph_model: torch.nn.Module, mara_opts, r_max: float, context: 
     """Wrap ``tp`` of every ``TensorProductScatter`` in ``graph_model``; return how many were wrapped."""
     from nequip.nn._tp_scatter_base import TensorProductScatter
 
-    from mara_bench.mara import MARA
+    from mara_bench.nn.mara import MARA
 
     n = 0
     for module in graph_model.modules():

@@ -123,7 +123,7 @@ def build_painn(model_options: dict[str, Any], stats, mara_opts, dtype: torch.dt
     head = spk.nn.build_mlp(n_in=width, n_out=1, n_layers=int(opts["head_layers"]), activation=F.silu)
     context = EdgeContext()
     if mara_opts is not None and mara_opts.enabled:
-        from mara_bench.mara import MARA
+        from mara_bench.nn.mara import MARA
 
         if opts["shared_interactions"]:
             raise UserError("MARA with shared_interactions=True is not supported (one MARA per block)")

@@ -17,7 +17,7 @@ class SchNetBackbone(Backbone):
     requires: ClassVar[tuple[str, ...]] = ("torch_geometric",)
     mara_placement: ClassVar[str] = (
         "every interaction's CFConv (a PyG MessagePassing layer): gates the per-edge messages x_j * W_ij before "
-        "the neighbour sum, through PyG's message forward hook (mara_bench.pyg.attach_mara)")
+        "the neighbour sum, through PyG's message forward hook (mara_bench.nn.pyg.attach_mara)")
     option_rules: ClassVar[dict[str, str]] = {
         "r_max": "float>0", "hidden_channels": "int>=2", "num_filters": "int>=1", "num_interactions": "int>=1",
         "num_gaussians": "int>=2",

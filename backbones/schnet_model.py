@@ -10,7 +10,7 @@ the distances |p_sender - p_receiver + shift| of the positions tensor forces dif
 (``radius_graph`` would need torch-cluster) and periodic images are handled.
 
 MARA seam. Every ``CFConv`` is a PyG ``MessagePassing`` layer whose ``message`` returns x_j * W_ij [E, num_filters]
-for the edge list it was given; :func:`mara_bench.pyg.attach_mara` gates those messages through PyG's message
+for the edge list it was given; :func:`mara_bench.nn.pyg.attach_mara` gates those messages through PyG's message
 forward hook before the sum over neighbours, with d_e = p_sender - p_receiver from the same :class:`MaraEdges`.
 SchNet is invariant, so every message channel is invariant (``control`` gets all of them).
 """
@@ -24,7 +24,7 @@ import torch
 from mara_bench.backbone import check_model_keys
 from mara_bench.errors import UserError
 from mara_bench.model import EnergyModel
-from mara_bench.pyg import MaraEdges, attach_mara
+from mara_bench.nn.pyg import MaraEdges, attach_mara
 
 MODEL_KEYS = {
     "r_max": "cutoff radius, Å (SchNet's cosine cutoff and the neighbour list)",

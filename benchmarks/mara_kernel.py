@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from mara_bench.mara import MARA, ReferenceMARA
+from mara_bench.nn.mara import MARA, ReferenceMARA
 
 
 def make_inputs(edges: int, message_dim: int, dtype=torch.float32, device="cpu", seed: int = 0):

@@ -3,7 +3,7 @@
 Public surface (kept small, :data:`__all__`): :class:`RunConfig`, :class:`GraphBatch`, the plugin base classes
 :class:`Backbone`/:class:`EnergyModel`, and :class:`MARA`. They are imported lazily on first access
 (``mara_bench.MARA`` imports torch then; ``import mara_bench`` alone does not), so ``from mara_bench import MARA``
-and ``from mara_bench.mara import MARA`` are the same class.
+and ``from mara_bench.nn.mara import MARA`` are the same class.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ _EXPORTS = {
     "GraphBatch": "mara_bench.graph",
     "Backbone": "mara_bench.backbone",
     "EnergyModel": "mara_bench.model",
-    "MARA": "mara_bench.mara",
+    "MARA": "mara_bench.nn.mara",
 }
 
 __all__ = ["__version__", "RunConfig", "GraphBatch", "Backbone", "EnergyModel", "MARA"]  # = _EXPORTS
@@ -28,8 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .backbone import Backbone
     from .config import RunConfig
     from .graph import GraphBatch
-    from .mara import MARA
     from .model import EnergyModel
+    from .nn.mara import MARA
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: lazy re-exports keep 'import mara_bench' (and 'mara_bench list') cheap

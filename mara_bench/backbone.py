@@ -51,7 +51,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "early_stopping_patience": None,  # epochs without val improvement; None = off
     "grad_clip": 10.0,
     "time_limit_s": None,  # stop training after this wall time (checked per epoch); None = off
-    # train for the epochs that spend this many training FLOPs (mara_bench.cost; replaces max_epochs, scales the
+    # train for the epochs that spend this many training FLOPs (mara_bench.run.cost; replaces max_epochs, scales the
     # epoch-based schedules); None = off. compare --budget flops sets it to the costliest variant's FLOPs
     "budget_flops": None,
     "eval_batch_size": 32,

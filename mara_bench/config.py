@@ -128,7 +128,7 @@ class RunConfig:
             for k in ("mara_grid", "mara_hidden", "mara_heads"):
                 d.pop(k)
         if data_sha256 is None:
-            from .datahash import data_hashes
+            from .run.datahash import data_hashes
 
             data_sha256 = data_hashes(self)
         if data_sha256:

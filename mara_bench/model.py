@@ -104,7 +104,7 @@ class EnergyModel(torch.nn.Module):
 
     # ------------------------------------------------------------------------------------------ MARA
     def mara_modules(self) -> list[torch.nn.Module]:
-        from .mara import MARA
+        from .nn.mara import MARA
 
         return [m for m in self.modules() if isinstance(m, MARA)]
 

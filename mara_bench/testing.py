@@ -20,7 +20,7 @@ tiny random molecules (H, C, O; built with :func:`mara_bench.graph.build_graph`)
 * ``test_batch_consistency`` — a batch of molecules gives what each molecule gives alone;
 * ``test_cutoff_smoothness`` — energy and forces continuous as an atom crosses r_max;
 * ``test_force_continuity`` — forces continuous where a bond points along a MARA grid direction (the cone points of
-  the ``paper`` gate's ρ_ek, :mod:`mara_bench.continuity`): the ε → 0 limit of |F(+ε) − F(−ε)| is asserted ≤
+  the ``paper`` gate's ρ_ek, :mod:`mara_bench.nn.continuity`): the ε → 0 limit of |F(+ε) − F(−ε)| is asserted ≤
   ``continuity_atol`` for ``off``, ``scale`` and ``control``; measured and printed for ``paper``;
 * ``test_float32_and_float64`` — a float32 model runs and agrees with the same weights in float64;
 * ``test_training_lowers_loss`` — a few Adam steps lower an energy+forces loss;
@@ -86,7 +86,7 @@ def perturb_mara(model: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> N
 
 
 def _equivariance_error(fn, batch: GraphBatch, n_rotations: int, seed: int, reflection: bool) -> dict[str, float]:
-    from .symmetry import equivariance_error
+    from .nn.symmetry import equivariance_error
 
     return dict(equivariance_error(fn, batch, n_rotations=n_rotations, seed=seed, reflection=reflection))
 
@@ -267,7 +267,7 @@ class BackboneTestKit:
     def test_force_continuity(self, model64, variant, record_property):
         """Bonds rotated onto MARA grid directions, the receiver moved by ±ε across the cone point
         (ε = 1e-3, 1e-4, 1e-5 Å): the force jump must vanish as ε → 0 except for ``paper`` (measured, printed)."""
-        from .continuity import force_continuity, model_grid, summary_line
+        from .nn.continuity import force_continuity, model_grid, summary_line
 
         grid = model_grid(model64, default=MaraOptions().grid)
 

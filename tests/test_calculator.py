@@ -8,8 +8,8 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from tiny_backbone import ElasticNetwork, MorsePair
 
-from mara_bench.calculator import MaraBenchCalculator, load_run_model, resolve_run_dir
 from mara_bench.errors import UserError
+from mara_bench.md.calculator import MaraBenchCalculator, load_run_model, resolve_run_dir
 
 
 def fd_forces(atoms, h=1e-4):

@@ -1,4 +1,4 @@
-"""The force-continuity probe (mara_bench.continuity): it puts bonds exactly on MARA's cone points, passes smooth
+"""The force-continuity probe (mara_bench.nn.continuity): it puts bonds exactly on MARA's cone points, passes smooth
 models, flags a kinked one with the analytic jump, sees the `paper` gate's kink, and is in every run's metrics."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 import torch
 from tiny_backbone import TinyPairModel
 
-from mara_bench.continuity import (
+from mara_bench.graph import collate
+from mara_bench.nn.continuity import (
     EPS,
     ROUNDOFF,
     align_rotation,
@@ -21,9 +22,8 @@ from mara_bench.continuity import (
     probe_edges,
     summary_line,
 )
-from mara_bench.graph import collate
-from mara_bench.mara import MARA
-from mara_bench.s2grid import grid_points
+from mara_bench.nn.mara import MARA
+from mara_bench.nn.s2grid import grid_points
 from mara_bench.testing import random_molecule
 
 F64 = torch.float64
@@ -143,7 +143,7 @@ def test_kinked_model_is_flagged_with_the_analytic_jump():
     u = grid_points(4, 8)[k].numpy()
     res = force_continuity(pair_fn(c, u), molecules(), directions=[k])
     assert not res["continuous"]
-    from mara_bench.continuity import _perpendicular
+    from mara_bench.nn.continuity import _perpendicular
 
     expected = 2 * c * float(np.abs(_perpendicular(u)).max())
     assert res["jump_limit_eV_A"] == pytest.approx(expected, rel=1e-4)
@@ -194,7 +194,7 @@ def test_bad_arguments():
 def test_model_grid_and_evaluate_run_block(tmp_path):
     """evaluate_run puts a force_continuity block into the metrics (probing the default grid for a model whose gate
     is not a MARA module)."""
-    from mara_bench.evaluate import CONTINUITY_FRAMES, evaluate_run
+    from mara_bench.run.evaluate import CONTINUITY_FRAMES, evaluate_run
 
     torch.manual_seed(0)
     m = TinyPairModel({1: -1.0, 6: -2.0, 8: -3.0}, r_max=R_MAX, hidden=8).double()

@@ -1,4 +1,4 @@
-"""Deterministic training cost (mara_bench.cost): FLOPs of a training step are identical across repeated runs and
+"""Deterministic training cost (mara_bench.run.cost): FLOPs of a training step are identical across repeated runs and
 scale with the batch as the arithmetic says; a FLOP budget sets the epochs and scales the epoch-based schedules; an
 interrupted equal-compute comparison resumes and reuses."""
 
@@ -14,10 +14,10 @@ import tiny_backbone  # noqa: E402
 from tiny_backbone import TinyPairModel, make_lj_frames  # noqa: E402
 
 from mara_bench.backbone import TRAIN_DEFAULTS  # noqa: E402
-from mara_bench.cost import budget_epochs, budget_options, epoch_flops, inference_flops, train_step_flops  # noqa: E402
 from mara_bench.errors import UserError  # noqa: E402
 from mara_bench.graph import build_graph  # noqa: E402
-from mara_bench.train import check_options, train  # noqa: E402
+from mara_bench.run.cost import budget_epochs, budget_options, epoch_flops, inference_flops, train_step_flops  # noqa: E402
+from mara_bench.run.train import check_options, train  # noqa: E402
 
 SCRIPT = str(Path(__file__).parent / "tiny_backbone.py")
 

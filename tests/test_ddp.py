@@ -16,7 +16,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 
 # checkpoint.save followed by a sleep of $SLOW_SAVE_S, so that a test can kill a run between two epochs
-SLOW_SAVE = ("import os, time; import mara_bench.checkpoint as C; _save = C.save; "
+SLOW_SAVE = ("import os, time; import mara_bench.run.checkpoint as C; _save = C.save; "
              "C.save = lambda *a, **k: (_save(*a, **k), time.sleep(float(os.environ.get('SLOW_SAVE_S', '0'))))[0]")
 
 WORKER = textwrap.dedent("""
@@ -25,10 +25,10 @@ WORKER = textwrap.dedent("""
     import torch
     sys.path.insert(0, {tests!r})
     from tiny_backbone import TinyPairModel, make_lj_frames
-    from mara_bench import ddp
+    from mara_bench.run import ddp
     from mara_bench.backbone import TRAIN_DEFAULTS
     from mara_bench.graph import build_graph
-    from mara_bench.train import train
+    from mara_bench.run.train import train
 
     torch.set_num_threads(1)
     ddp.init("cpu")
@@ -102,7 +102,7 @@ def test_torchrun_mara_bench_run_resumes_and_matches_single_process(tmp_path):
 
     from mara_bench.atomic import read_json
     from mara_bench.config import RunConfig
-    from mara_bench.pipeline import run_config
+    from mara_bench.run.pipeline import run_config
 
     data = tiny_backbone.write_lj_extxyz(tmp_path / "lj.xyz", 40, seed=0)
     script = tmp_path / "run.py"

@@ -11,7 +11,7 @@ from mara_bench.backbone import TRAIN_DEFAULTS
 from mara_bench.config import apply_overrides
 from mara_bench.errors import UserError
 from mara_bench.graph import build_graph, collate
-from mara_bench.train import ENERGY_LOSSES, check_options, loss_terms, train, validate
+from mara_bench.run.train import ENERGY_LOSSES, check_options, loss_terms, train, validate
 
 
 def graphs(n, seed):

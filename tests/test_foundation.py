@@ -37,8 +37,8 @@ def test_list_prints_everything_and_imports_no_backbone_package(cli):
 
 
 def test_public_api_is_lazy():
-    code = ("import sys, mara_bench; assert not {'torch', 'mara_bench.mara'} & set(sys.modules), 'eager import'; "
-            "import mara_bench.mara as m, mara_bench.model as e; "
+    code = ("import sys, mara_bench; assert not {'torch', 'mara_bench.nn.mara'} & set(sys.modules), 'eager import'; "
+            "import mara_bench.nn.mara as m, mara_bench.model as e; "
             "assert mara_bench.MARA is m.MARA and mara_bench.EnergyModel is e.EnergyModel; "
             "assert all(hasattr(mara_bench, n) for n in mara_bench.__all__); print(sorted(mara_bench.__all__))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""mara_bench.mara: symmetry, smoothness, gradients, parameter counts and equality with torch-harmonics AttentionS2."""
+"""mara_bench.nn.mara: symmetry, smoothness, gradients, parameter counts and equality with torch-harmonics AttentionS2."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mara_bench.errors import UserError
-from mara_bench.mara import (
+from mara_bench.nn.mara import (
     MARA,
     ReferenceMARA,
     control_param_count,
@@ -17,8 +17,8 @@ from mara_bench.mara import (
     parameter_table,
     reference_attention,
 )
-from mara_bench.s2grid import grid_points, grid_weights
-from mara_bench.symmetry import random_rotations
+from mara_bench.nn.s2grid import grid_points, grid_weights
+from mara_bench.nn.symmetry import random_rotations
 
 F64 = torch.float64
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
@@ -324,7 +324,7 @@ def test_cuda_matches_cpu(variant):
         assert float((ReferenceMARA(Mc)(m.cuda(), d.cuda()) - a).abs().max()) <= 1e-10
 
 
-# --------------------------------------------------------------------------- the folded path (mara_kernels) vs the references
+# --------------------------------------------------------------------------- the folded path (nn.kernels) vs the references
 def _att_params_like_ours(att):
     """torch-harmonics AttentionS2 parameters in the layout of MARA.qkv / MARA.out_proj (weights, biases)."""
     C = att.q_weights.shape[0]
@@ -428,7 +428,7 @@ def test_folded_gradgradcheck(heads):
 
 
 def test_wide_products_have_exact_first_and_second_derivatives():
-    from mara_bench.mara_kernels import _Right, outer_t, right_t
+    from mara_bench.nn.kernels import _Right, outer_t, right_t
 
     g = torch.Generator().manual_seed(0)
     a, b = (torch.randn(2, 3, 4, dtype=F64, generator=g, requires_grad=True) for _ in range(2))
@@ -478,7 +478,7 @@ def test_folded_path_never_builds_a_token_tensor():
 def test_one_head_forms_from_per_edge_scalars_equal_the_explicit_bases():
     """The one-head path builds its per-edge Grams from linear and quadratic forms of n_e; the general path from
     explicit C-vector bases. Same numbers (float64)."""
-    from mara_bench.mara_kernels import _edge_forms_bases, _edge_forms_one_head
+    from mara_bench.nn.kernels import _edge_forms_bases, _edge_forms_one_head
 
     M = mara("paper", D=9, hidden=8, grid=(3, 4), seed=7)
     randomize_(M, seed=8, scale=1.0)

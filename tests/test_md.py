@@ -9,9 +9,9 @@ import pytest
 from ase.build import molecule
 from tiny_backbone import ElasticNetwork, MorsePair
 
-from mara_bench.calculator import MaraBenchCalculator
-from mara_bench.md import distance_w1, energy_drift, md_summary, plot_md, rotation_jump, run_md
-from mara_bench.md_failure import FailureCriteria, FailureDetector, first_failure
+from mara_bench.md.calculator import MaraBenchCalculator
+from mara_bench.md.dynamics import distance_w1, energy_drift, md_summary, plot_md, rotation_jump, run_md
+from mara_bench.md.failure import FailureCriteria, FailureDetector, first_failure
 
 
 def ethanol_calc():
@@ -144,7 +144,7 @@ def tiny_runs(tmp_path_factory):
     import tiny_backbone
 
     from mara_bench.config import RunConfig
-    from mara_bench.pipeline import run_config
+    from mara_bench.run.pipeline import run_config
 
     tiny_backbone.register()
     d = tmp_path_factory.mktemp("md_runs")
@@ -171,7 +171,7 @@ def test_md_cli_on_trained_runs(tiny_runs, capsys):
     finally:
         torch.set_num_threads(threads)
     doc = json.loads((run / "md" / "md.json").read_text())
-    from mara_bench.md_run import checkpoint_fingerprint
+    from mara_bench.md.run import checkpoint_fingerprint
 
     assert doc["nve"]["settings"]["checkpoint_sha256"] == checkpoint_fingerprint(run / "checkpoint.pt")
     reps = doc["nve"]["replicas"]
@@ -185,7 +185,7 @@ def test_md_cli_on_trained_runs(tiny_runs, capsys):
 
 
 def test_rotation_jump_of_paper_variant_is_measured(tiny_runs):
-    from mara_bench.calculator import MaraBenchCalculator
+    from mara_bench.md.calculator import MaraBenchCalculator
 
     calc = MaraBenchCalculator.from_run(tiny_runs["paper"], dtype="float64")
     calc_off = MaraBenchCalculator.from_run(tiny_runs["off"], dtype="float64")
@@ -229,7 +229,7 @@ def test_thread_setting_from_env_and_flag(monkeypatch):
     import torch
 
     from mara_bench.errors import UserError
-    from mara_bench.pipeline import apply_thread_env
+    from mara_bench.run.pipeline import apply_thread_env
 
     before = torch.get_num_threads()
     try:

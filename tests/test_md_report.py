@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import tiny_backbone
 
-from mara_bench.md_report import replica_frame, stability_markdown, stability_table, survival_png
+from mara_bench.md.tables import replica_frame, stability_markdown, stability_table, survival_png
 
 SCRIPT = str(Path(__file__).parent / "tiny_backbone.py")
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mara_bench import metrics as M
+from mara_bench.run import metrics as M
 
 
 def test_energy_metrics_by_hand():

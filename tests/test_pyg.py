@@ -22,7 +22,7 @@ from torch_geometric.nn.models import SchNet  # noqa: E402
 from torch_geometric.nn.models.schnet import CFConv  # noqa: E402
 
 from mara_bench.graph import GraphBatch, MaraData, build_graph, collate  # noqa: E402
-from mara_bench.pyg import MaraEdges, attach_mara, detach_mara, gated_layers  # noqa: E402
+from mara_bench.nn.pyg import MaraEdges, attach_mara, detach_mara, gated_layers  # noqa: E402
 from mara_bench.testing import perturb_mara, random_molecule  # noqa: E402
 
 F64 = torch.float64
@@ -161,7 +161,7 @@ def batch_edges(edges: MaraEdges):
 
 def perturb(model, seed=0):
     """Seeded noise on every MARA parameter (gates then vary with the edge, as after training)."""
-    from mara_bench.mara import MARA
+    from mara_bench.nn.mara import MARA
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -198,7 +198,7 @@ def force_gate(mara, logit: float):
 @pytest.mark.parametrize("variant", ["scale", "control", "paper"])
 def test_gate_forced_to_zero_is_the_unmodified_pyg_model(variant):
     if variant == "scale":
-        from mara_bench.mara import VARIANTS
+        from mara_bench.nn.mara import VARIANTS
 
         if "scale" not in VARIANTS:
             pytest.skip("this mara_bench has no 'scale' variant")

@@ -106,7 +106,7 @@ def test_nan_loss_message_is_true_when_no_checkpoint_exists(tmp_path):
 
     from mara_bench.backbone import TRAIN_DEFAULTS
     from mara_bench.graph import build_graph
-    from mara_bench.train import TrainingDiverged, train
+    from mara_bench.run.train import TrainingDiverged, train
 
     frames = tiny_backbone.make_lj_frames(6)
     graphs = [build_graph(a.numbers, a.positions, 4.0, energy=float("nan") if i == 0 else a.info["energy"],
@@ -123,7 +123,7 @@ def test_nan_loss_message_is_true_when_no_checkpoint_exists(tmp_path):
 
 def test_nan_metric_is_written_as_null_with_a_reason(tmp_path, capsys, monkeypatch):
     """metrics.json is strict JSON: a metric that is not finite is null and listed under invalid_metrics."""
-    import mara_bench.evaluate as ev
+    import mara_bench.run.evaluate as ev
 
     real = ev.evaluate_run
 
@@ -166,7 +166,7 @@ def test_named_dataset_run_ids_are_unchanged():
 
 def test_changed_user_file_is_a_new_run_and_never_resumes_the_old_one(tmp_path, capsys):
     from mara_bench.config import RunConfig
-    from mara_bench.results import check_same_config
+    from mara_bench.run.results import check_same_config
 
     data = lj_file(tmp_path / "lj.xyz", 24, seed=0)
     out = tmp_path / "res"
@@ -196,8 +196,8 @@ def test_changed_user_file_is_a_new_run_and_never_resumes_the_old_one(tmp_path, 
 
 # ------------------------------------------------------------------ item 3: manifest sha256 of cached/data-dir files
 def test_file_under_another_molecules_name_is_refused(tmp_path, data_dir, monkeypatch):
-    from mara_bench import datahash
     from mara_bench.data import load_dataset
+    from mara_bench.run import datahash
 
     fake = tmp_path / "data" / "rmd17"
     fake.mkdir(parents=True)
@@ -292,7 +292,7 @@ def test_option_rules_api_for_plugins():
 # ------------------------------------------------------------------ item 8: every float syntax
 def test_every_float_syntax_is_a_number(tmp_path, capsys):
     from mara_bench.config import RunConfig, parse_override
-    from mara_bench.pipeline import check_config
+    from mara_bench.run.pipeline import check_config
 
     for text, value in (("1e-5", 1e-5), ("1E-5", 1e-5), (".5", 0.5), ("+2.5e-3", 2.5e-3), ("5", 5), ("1e3", 1000.0)):
         assert parse_override(f"train.lr={text}") == ("train.lr", value)

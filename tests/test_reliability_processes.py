@@ -28,7 +28,7 @@ import tiny_backbone  # noqa: E402
 RUNNER = textwrap.dedent("""
     import errno, os, sys, time
     sys.path.insert(0, {tests!r})
-    import mara_bench.checkpoint as C
+    import mara_bench.run.checkpoint as C
     _save = C.save
     C.save = lambda *a, **k: (_save(*a, **k), time.sleep(float(os.environ.get('SLOW_SAVE_S', '0'))))[0]
     _fsync, calls = os.fsync, [0]
@@ -80,7 +80,7 @@ def test_one_trainer_per_run_folder_and_takeover_after_kill(tmp_path, runner):
             dirs = [d for d in out.iterdir() if d.is_dir()] if out.exists() else []
             rd = dirs[0] if dirs else None
             time.sleep(0.1)
-        from mara_bench.runlock import read_holder
+        from mara_bench.run.lock import read_holder
 
         assert read_holder(rd)["pid"] == first.pid
 
@@ -95,7 +95,7 @@ def test_one_trainer_per_run_folder_and_takeover_after_kill(tmp_path, runner):
         # the holder's folder and status alone
         from mara_bench.config import RunConfig
         from mara_bench.errors import RunLocked
-        from mara_bench.sweep import SweepJob, run_state
+        from mara_bench.run.sweep import SweepJob, run_state
 
         assert run_state(rd) == "running"  # sweep --status and resubmission see the holder
         tiny_backbone.register()

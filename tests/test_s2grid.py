@@ -1,4 +1,4 @@
-"""mara_bench.s2grid: grid layout and quadrature, cross-checked against torch-harmonics."""
+"""mara_bench.nn.s2grid: grid layout and quadrature, cross-checked against torch-harmonics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mara_bench.s2grid import S2Grid, clenshaw_curtis, colatitudes, grid_points, grid_weights, longitudes
+from mara_bench.nn.s2grid import S2Grid, clenshaw_curtis, colatitudes, grid_points, grid_weights, longitudes
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 8, 9, 16, 17, 32])

@@ -70,7 +70,7 @@ def test_mara_in_every_cfconv_and_variants_pass_through():
     from torch_geometric.nn.models.schnet import CFConv
 
     from mara_bench.config import MARA_VARIANTS
-    from mara_bench.pyg import gated_layers
+    from mara_bench.nn.pyg import gated_layers
 
     for variant in MARA_VARIANTS:
         m = build(variant)
@@ -113,7 +113,7 @@ def test_deepcopy_keeps_working_and_independent():
             p.add_(0.5)
     assert not torch.allclose(m(b)["energy"], c(b)["energy"], rtol=0, atol=1e-8)
     assert c.edges is not m.edges and c.schnet.interactions[0].conv._mara_edges is c.edges
-    from mara_bench.pyg import MaraEdges
+    from mara_bench.nn.pyg import MaraEdges
 
     assert MaraEdges.of(c) is c.edges and MaraEdges.of(m) is m.edges
 

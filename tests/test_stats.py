@@ -1,4 +1,4 @@
-"""The comparison statistics (mara_bench.stats) by simulation with fixed seeds: the false-positive rate under no
+"""The comparison statistics (mara_bench.analysis.stats) by simulation with fixed seeds: the false-positive rate under no
 true difference, the power at a known difference, and agreement with scipy's paired t-test."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from mara_bench.stats import (
+from mara_bench.analysis.stats import (
     DESCRIPTIVE,
     FAMILY,
     MIN_MODELS,
@@ -156,7 +156,7 @@ def test_event_metric_uses_a_fixed_threshold():
 def test_shared_test_variance_counts_only_what_models_share():
     rng = np.random.default_rng(9)
     own = rng.normal(0, 1.0, (4, 2000))  # each model's own test noise: already in the between-model spread
-    from mara_bench.stats import shared_test_variance
+    from mara_bench.analysis.stats import shared_test_variance
 
     assert shared_test_variance(own) < 0.05
     common = rng.normal(0, 2.0, 2000)  # noise every model shares (same test structures)

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import tiny_backbone
 
-from mara_bench import sweep as sw
 from mara_bench.cli import main
 from mara_bench.errors import UserError
+from mara_bench.run import sweep as sw
 
 TESTS = Path(__file__).resolve().parent
 
 
 def _slow_saves() -> None:
     """Job setup hook: sleep after each checkpoint so that a test can interrupt a job between two epochs."""
-    import mara_bench.checkpoint as C
+    import mara_bench.run.checkpoint as C
 
     save = C.save
 

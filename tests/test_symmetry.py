@@ -1,4 +1,4 @@
-"""mara_bench.symmetry: rotations, equivariance and permutation errors measured on toy energy models."""
+"""mara_bench.nn.symmetry: rotations, equivariance and permutation errors measured on toy energy models."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mara_bench.graph import build_graph, collate
-from mara_bench.symmetry import (
+from mara_bench.nn.symmetry import (
     equivariance_error,
     permutation_error,
     permute_batch,

@@ -25,7 +25,7 @@ class PairModel(EnergyModel):
         self.width = nn.Parameter(torch.tensor(1.0))
         self.mara = None
         if mara_opts.enabled:
-            from mara_bench.mara import MARA
+            from mara_bench.nn.mara import MARA
 
             self.mara = MARA(4, variant=mara_opts.variant, hidden=8, grid=(2, 4), r_max=r_max)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from mara_bench import timing
 from mara_bench.backbone import Backbone
 from mara_bench.model import EnergyModel
 from mara_bench.registry import BACKBONE_GROUP, register, unregister
+from mara_bench.timing import measure as timing
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA path: torch.cuda.is_available() is False here")
 
@@ -75,7 +75,7 @@ def pair_backbones():
 
 
 def small_sweep(**kw):
-    from mara_bench.timing_sweep import SweepSettings, run_sweep
+    from mara_bench.timing.sweep import SweepSettings, run_sweep
 
     s = SweepSettings(**{"backbone": "pairtest", "sizes": (12, 60), "repeats": 3, "warmup": 1,
                          "molecule": "ase:C6H6", **kw})
@@ -336,8 +336,8 @@ def test_cli_times_real_mace_smoke(tmp_path, capsys):
 def test_count_flops_is_exact_for_a_matmul_and_deterministic_for_a_training_step():
     a, b = torch.randn(30, 40), torch.randn(40, 50)
     assert timing.count_flops(lambda: a @ b) == 2 * 30 * 40 * 50
-    from mara_bench.timing_sweep import inference_step, make_optimizer, train_step
-    from mara_bench.timing_systems import load_molecule, make_batch
+    from mara_bench.timing.sweep import inference_step, make_optimizer, train_step
+    from mara_bench.timing.systems import load_molecule, make_batch
 
     batch, _ = make_batch(load_molecule("ase:C6H6"), 24, 4.0, torch.float32)
     model = PairModel("paper", torch.float32)
@@ -378,7 +378,7 @@ def test_validator_checks_optional_columns_only_when_present():
 
 
 def test_arms_time_paper_once_per_implementation():
-    from mara_bench.timing_sweep import arms
+    from mara_bench.timing.sweep import arms
 
     assert arms(("off", "paper", "control"), ("folded", "reference")) == [
         ("off", "off", None), ("paper", "paper", "folded"), ("paper/reference", "paper", "reference"),

@@ -10,9 +10,9 @@ import torch
 from tiny_backbone import TinyPairModel, make_lj_frames
 
 from mara_bench.backbone import TRAIN_DEFAULTS
-from mara_bench.evaluate import evaluate_run, rotated_copy
 from mara_bench.graph import build_graph
-from mara_bench.train import TrainingDiverged, _weights, stage_of, train
+from mara_bench.run.evaluate import evaluate_run, rotated_copy
+from mara_bench.run.train import TrainingDiverged, _weights, stage_of, train
 
 
 def graphs(n, seed):
@@ -82,7 +82,7 @@ def test_stage_two_restarts_model_selection_and_scheduler(data, tmp_path):
     assert res.best_val_loss == pytest.approx(min(val[4:]))
     assert float(rows[4]["lr"]) == float(rows[3]["lr"]), "the loss jump at the switch cut the learning rate"
     # killed right after the last stage-one epoch, then resumed: the same kept model
-    import mara_bench.train as train_mod
+    import mara_bench.run.train as train_mod
 
     calls, real = [0], train_mod.validate
 

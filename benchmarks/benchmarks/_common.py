@@ -1,4 +1,4 @@
-"""Shared helpers of the asv suite: which backbones, systems and models (built with mara_bench.timing_sweep).
+"""Shared helpers of the asv suite: which backbones, systems and models (built with mara_bench.timing.sweep).
 
 With ``launch_method: forkserver`` asv imports the suite once in a server process (``benchmark.py run_server``)
 and forks every benchmark from it; there the heavy packages are preloaded so that torch/e3nn/mace load once per
@@ -12,7 +12,7 @@ import os
 import sys
 
 if sys.argv[1:2] == ["run_server"]:
-    for _pkg in ("torch", "mara_bench.timing_sweep", "e3nn.o3", "mace.modules", "nequip", "schnetpack"):
+    for _pkg in ("torch", "mara_bench.timing.sweep", "e3nn.o3", "mace.modules", "nequip", "schnetpack"):
         try:
             importlib.import_module(_pkg)
         except Exception:  # a missing or broken optional package only means that backbone is skipped
@@ -40,8 +40,8 @@ def model_and_batch(backbone: str, variant: str, size: int):
 
     from mara_bench.errors import UserError
     from mara_bench.registry import get_backbone
-    from mara_bench.timing_sweep import build_model, make_optimizer
-    from mara_bench.timing_systems import load_molecule, make_batch, stats_for
+    from mara_bench.timing.sweep import build_model, make_optimizer
+    from mara_bench.timing.systems import load_molecule, make_batch, stats_for
 
     threads()
     try:

@@ -1,6 +1,6 @@
 """Accuracy tracking: force MAE and P99 per-atom force error (meV/Å) of smoke models, trained once.
 
-``setup_cache`` trains every (backbone, variant) once with ``mara_bench.pipeline.run_config`` (preset smoke, the
+``setup_cache`` trains every (backbone, variant) once with ``mara_bench.run.pipeline.run_config`` (preset smoke, the
 default dataset, seed 0) into a temporary folder and keeps the test-set metrics from ``metrics.json``.
 """
 
@@ -19,7 +19,7 @@ def _train_all() -> dict:
     from mara_bench.atomic import read_json
     from mara_bench.config import RunConfig
     from mara_bench.errors import UserError
-    from mara_bench.pipeline import run_config
+    from mara_bench.run.pipeline import run_config
 
     threads()
     out = {}

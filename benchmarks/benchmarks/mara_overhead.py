@@ -1,6 +1,6 @@
 """End-to-end cost of the MARA ``paper`` gate inside a backbone: paired ratios of one force-training step.
 
-One interleaved sweep (``mara_bench.timing_sweep.time_size``, the engine of ``mara_bench time``) per backbone
+One interleaved sweep (``mara_bench.timing.sweep.time_size``, the engine of ``mara_bench time``) per backbone
 times ``off``, ``paper`` (folded, the default path) and ``paper`` through the torch-harmonics ``AttentionS2``
 reference, on the same batch; the tracked numbers are medians of per-repeat ratios of process CPU time, which a
 loaded machine disturbs far less than wall time:
@@ -27,8 +27,8 @@ REPEATS = 5
 
 def _sweep_all() -> dict:
     from mara_bench.errors import UserError
-    from mara_bench.timing_sweep import SweepSettings, time_size
-    from mara_bench.timing_systems import load_molecule
+    from mara_bench.timing.sweep import SweepSettings, time_size
+    from mara_bench.timing.systems import load_molecule
 
     threads()
     out: dict = {}

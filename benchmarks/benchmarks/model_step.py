@@ -17,7 +17,7 @@ class _Step:
     mode = ""
 
     def setup(self, backbone, mara, atoms):
-        from mara_bench.timing_sweep import inference_step, train_step
+        from mara_bench.timing.sweep import inference_step, train_step
 
         model, batch, opt, train_opts = model_and_batch(backbone, mara, atoms)
         if self.mode == "inference":

@@ -158,7 +158,7 @@ def config_with_file(args: argparse.Namespace, mara: str | None, seed: int | Non
     cfg = RunConfig.from_dict(base)
     check_names(cfg)
     if recorded is not None:  # a run's config.json: the run was made from files with these hashes
-        from ..datahash import changed_files
+        from ..run.datahash import changed_files
 
         changed = changed_files(cfg, recorded)
         if changed:

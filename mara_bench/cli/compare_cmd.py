@@ -48,7 +48,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def md_settings(args: argparse.Namespace) -> list:
     """MDSettings per requested ensemble, validated (before anything runs)."""
-    from ..md_run import MDSettings, parse_temperatures
+    from ..md.run import MDSettings, parse_temperatures
 
     if not args.md:
         return []
@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap must be >= 100, got {args.bootstrap}")
-    from ..compare import BUDGETS
+    from ..analysis.compare import BUDGETS
 
     if args.budget not in BUDGETS:
         from ..errors import unknown
@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     for b in backbones:
         args.backbone = b
         cfgs.append(config_from_args(args, mara="off", seed=0))
-    from ..compare import (
+    from ..analysis.compare import (
         AFFORDABLE,
         budget_configs,
         default_out_dir,
@@ -90,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
 
     per_backbone = [plan(base, [b], variants, list(range(args.seeds))) for b, base in zip(backbones, cfgs, strict=True)]
     out = args.out or default_out_dir(cfgs[0], backbones)
-    from ..results import check_output_dir
+    from ..run.results import check_output_dir
 
     check_output_dir(out)
     groups: dict[str, list] = {}
@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
                     strict=True))
     run_dirs = {name: [dirs[c.run_id()] for c in cs] for name, cs in groups.items()}
     if md:
-        from ..compare import run_md_all
+        from ..analysis.compare import run_md_all
 
         run_md_all(list(dirs.values()), md, progress=not args.quiet, force=args.force)
     paths = write_compare(run_dirs, out, n_boot=args.bootstrap, notes=notes)

@@ -44,7 +44,7 @@ def _datasets(args) -> list[str]:
 def _mara(details: bool) -> list[str]:
     lines = ["MARA variants: " + ", ".join(list(MARA_VARIANTS) + [f"{k} (= {v})" for k, v in MARA_ALIASES.items()])]
     if details:
-        from ..mara import parameter_table
+        from ..nn.mara import parameter_table
 
         lines += parameter_table()
     return lines

@@ -37,13 +37,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..md_run import MDSettings, md_for_run, parse_temperatures, summary_lines
+    from ..md.run import MDSettings, md_for_run, parse_temperatures, summary_lines
 
     s = MDSettings(temperatures=parse_temperatures(args.temperature), steps=args.steps, timestep_fs=args.timestep,
                    ensemble=args.ensemble, replicas=args.replicas, seed=args.seed, dtype=args.dtype,
                    device=args.device, threads=args.threads, write_every=args.write_every, friction_per_fs=args.friction,
                    bond_stretch=args.bond_stretch, min_distance=args.min_distance).validate()
-    from ..runfolder import is_complete, md_json, resolve_run_dir
+    from ..run.layout import is_complete, md_json, resolve_run_dir
 
     run_dir = resolve_run_dir(args.run, args.output_dir)
     if not is_complete(run_dir) and not args.allow_partial:

@@ -22,8 +22,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..report import write_report
-    from ..runfolder import find_runs
+    from ..analysis.report import write_report
+    from ..run.layout import find_runs
 
     done, unfinished = find_runs(args.paths)
     out = Path(args.out) if args.out else Path(args.paths[0]) / "report"

@@ -25,10 +25,10 @@ def main(args: argparse.Namespace) -> int:
     if args.config:
         args.parser_defaults = argparse.Namespace(**{a.dest: a.default for a in args._parser._actions})
     cfg = config_from_args(args)
-    from ..results import check_output_dir
+    from ..run.results import check_output_dir
 
     check_output_dir(cfg.output_dir)
-    from ..pipeline import run_config
+    from ..run.pipeline import run_config
 
     run_config(cfg, force=args.force, progress=not args.quiet)
     return 0

@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
         raise unknown("--executor", args.executor, ("local", "slurm"))
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
-    from .. import sweep as sw
+    from ..run import sweep as sw
 
     doc = sw.load_sweep(args.file)
     cfgs = sw.expand(doc, where=f"sweep file '{args.file}'", output_dir=args.output_dir)

@@ -86,10 +86,10 @@ def settings_from_args(args: argparse.Namespace):
 
     from ..config import DTYPES, PRESETS, normalize_mara, parse_grid, parse_override
     from ..errors import unknown
-    from ..mara import IMPLS
+    from ..nn.mara import IMPLS
     from ..registry import backbone_entries
-    from ..timing import MODES
-    from ..timing_sweep import SweepSettings
+    from ..timing.measure import MODES
+    from ..timing.sweep import SweepSettings
 
     variants = tuple(dict.fromkeys(normalize_mara(v) for v in parse_csv(args.variants, "--mara")))
     impls = tuple(dict.fromkeys(parse_csv(args.mara_impl, "--mara-impl")))
@@ -145,12 +145,12 @@ def main(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from ..pipeline import apply_thread_env
+    from ..run.pipeline import apply_thread_env
 
     s = settings_from_args(args)
     apply_thread_env(s.device, args.threads)  # --threads, else $MARA_BENCH_THREADS (as run, md and sweeps do)
-    from ..timing import floor_summary, format_table, plot_timing, write_results
-    from ..timing_sweep import run_sweep
+    from ..timing.measure import floor_summary, format_table, plot_timing, write_results
+    from ..timing.sweep import run_sweep
 
     result = run_sweep(s, command=" ".join(["python -m mara_bench"] + sys.argv[1:]), progress=not args.quiet)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{s.backbone}-{s.preset}-{s.device.replace(':', '')}"

@@ -49,7 +49,7 @@ class MiniSchNet(EnergyModel):
         for _ in range(int(interactions)):
             mara = None
             if mara_opts is not None and mara_opts.enabled:
-                from mara_bench.mara import MARA
+                from mara_bench.nn.mara import MARA
 
                 mara = MARA(features, variant=mara_opts.variant, hidden=mara_opts.hidden, grid=tuple(mara_opts.grid),
                             heads=mara_opts.heads, scalar_slice=None, r_max=self.r_max)  # all channels invariant

@@ -1,0 +1,250 @@
+"""The ``paper`` MARA gate with the token algebra folded: no [E, K, C] tensor is ever built.
+
+The readable path (``MARA.tokens`` → ``MARA.attend`` → ``MARA.gate_readout``, and ``ReferenceMARA`` with
+torch-harmonics' ``AttentionS2``) materialises tokens, queries, keys, values and attention outputs as [E, K, C]
+tensors. Every one of them lies in a span of a few vectors, so they can be carried as coefficients instead
+(docs/mara.md, "Folded path"). Notation: E edges, K = H·W grid points, C channels, ``cen`` subtracts the mean
+over channels, ⟨·,·⟩ is the channel dot product.
+
+Tokens.  x_ek = h_e + ρ_ek f + W_p u_k + b₀ (f = W_f, b₀ = b_f + b_p). Centred over channels,
+    x̃_ek = n_e + ρ_ek f̃ + W̃_p u_k = V_e c_ek,   V_e = [n_e, f̃, W̃_p] (C × 5),  c_ek = [1, ρ_ek, u_k],
+with n_e = cen(h_e + b₀). Its variance is c_ekᵀ (V_eᵀV_e) c_ek / C (a 5 × 5 Gram per edge), so with
+s_ek = (var_ek + ε)^-½ the token is t_ek = T_e X_ek + β_t, T_e = γ_t ⊙ V_e, X_ek = s_ek c_ek (5 numbers).
+
+Attention (per head).  q_k = Q_e X_k + q₀, k_j = K_e X_j + k₀ with Q_e = W_q T_e (C × 5; only its first column
+depends on the edge) and q₀ = W_q β_t + b_q. Terms of q_k·k_j that do not depend on j cancel in the softmax:
+    S_kj = X_kᵀ B_e X_j + b_e·X_j + log ω_j,   B_e = Q_eᵀK_e/√c (5 × 5),  b_e = K_eᵀq₀/√c,
+a rank-6 bilinear form: S = [X B + b, 1] [X, log ω]ᵀ. Since Σ_j P_kj = 1, the output projection of the
+attention is o_k = Z_e Y_k + o₀ with Y_k = Σ_j P_kj X_j (5 numbers), Z_e = W_O W_V T_e, o₀ = W_O(W_V β_t + b_V) + b_O.
+
+Readout.  LayerNorm(o_k) and LayerNorm(h_e + LayerNorm(o_k)) need only channel means, variances and, for the
+channel-mean readout, one dot product with γ_out — all quadratic or linear forms in the coefficients, from
+Gram matrices of a few C-vectors per edge.
+
+The only tensors with K² entries per edge are the scores and the softmax; everything else is [E, K, ≤ 8] or
+[E, C, ≤ 8]. Exactness: equal to the readable path up to rounding (tests/test_mara.py: ≤ 1e-10 in float64 for
+values, gradients and second derivatives). In float32 the variances come from Gram expansions, which lose
+relative precision only when a LayerNorm input is nearly constant over channels (variance ≪ its parts).
+All ops are plain differentiable torch ops, so force training's double backward works through autograd.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _cen(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return x - x.mean(dim, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------- wide batched products
+# On the CPU a batched matmul whose output has a short last dimension ([E, K, 5] = [E, K, K] @ [E, K, 5]) runs at a
+# fraction of the speed of the same product written with a long last dimension ([E, 5, K] = [E, 5, K] @ [E, K, K]ᵀ).
+# The coefficient tensors are therefore kept "coefficient-major" ([E, r, K]), and the three products of the
+# attention are autograd Functions whose backward passes are the same three products again (so first *and*
+# second derivatives keep the fast layout; their backward is differentiable, which force training needs).
+
+
+class _OuterT(torch.autograd.Function):
+    """S = Aᵀ B: A, B [N, r, K] -> [N, K, K]."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = a.contiguous(), b.contiguous()  # a sliced operand would take a slow batched-GEMM path
+        ctx.save_for_backward(a, b)
+        return torch.bmm(a.transpose(1, 2), b)
+
+    @staticmethod
+    def backward(ctx, ds):
+        a, b = ctx.saved_tensors
+        return (_RightT.apply(b, ds) if ctx.needs_input_grad[0] else None,
+                _Right.apply(a, ds) if ctx.needs_input_grad[1] else None)
+
+
+class _Right(torch.autograd.Function):
+    """Y = A P: A [N, r, K], P [N, K, K] -> [N, r, K]."""
+
+    @staticmethod
+    def forward(ctx, a, p):
+        ctx.save_for_backward(a, p)
+        return torch.bmm(a, p)
+
+    @staticmethod
+    def backward(ctx, dy):
+        a, p = ctx.saved_tensors
+        return (_RightT.apply(dy, p) if ctx.needs_input_grad[0] else None,
+                _OuterT.apply(a, dy) if ctx.needs_input_grad[1] else None)
+
+
+class _RightT(torch.autograd.Function):
+    """Y = A Pᵀ: A [N, r, K], P [N, K, K] -> [N, r, K]."""
+
+    @staticmethod
+    def forward(ctx, a, p):
+        ctx.save_for_backward(a, p)
+        return torch.bmm(a, p.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, dy):
+        a, p = ctx.saved_tensors
+        return (_Right.apply(dy, p) if ctx.needs_input_grad[0] else None,
+                _OuterT.apply(dy, a) if ctx.needs_input_grad[1] else None)
+
+
+def outer_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Aᵀ B for coefficient-major A, B [N, r, K] -> [N, K, K] (wide-layout backward)."""
+    return _OuterT.apply(a, b)
+
+
+def right_t(a: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A Pᵀ for A [N, r, K], P [N, K, K] -> [N, r, K] (wide-layout backward)."""
+    return _RightT.apply(a, p)
+
+
+def _quad(coef_t: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+    """c_kᵀ G c_k for every k: coef_t [E, r, K] (coefficient-major), gram [E, r, r] -> [E, K]."""
+    return (torch.bmm(gram, coef_t) * coef_t).sum(1)
+
+
+def _gram(rows: torch.Tensor) -> torch.Tensor:
+    """rows [E, r, C] -> [E, r, r] channel dot products."""
+    return torch.bmm(rows, rows.transpose(1, 2))
+
+
+def folded_gates(M, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """α [E, 1] of a ``paper`` :class:`~mara_bench.nn.mara.MARA` ``M``, computed without token tensors.
+
+    Two steps: the per-edge matrices (Grams, attention form; :func:`_edge_forms_one_head` from per-edge scalars
+    for one head, :func:`_edge_forms_bases` from explicit C-vectors for any number of heads), then the per-grid-point
+    pass :func:`_grid_pass` on coefficient-major tensors ([E, r, K])."""
+    rho = M.distances(d)  # [E, K]
+    h = M.w_h(m)  # [E, C]
+    forms = _edge_forms_one_head(M, h) if M.heads == 1 else _edge_forms_bases(M, h)
+    return torch.sigmoid(M.readout(_grid_pass(M, rho, *forms)))
+
+
+def _grid_pass(M, rho, GV, BT, b, Ga, Go, g):
+    """ȳ [E, K] from the per-edge forms. GV [E, 5, 5]: Gram of the centred token basis [n, f̃, W̃_p];
+    BT [E·nh, 5, 5] and b [E·nh, 5, 1]: scores S_kj = X_kᵀ B X_j + bᵀX_j + log ω_j; Ga [E, m, m]: Gram of the centred
+    attention-output basis (m = 5·nh + 1, the last row the constant o₀); Go [E, m + 1, m + 1] and g [E, m + 1]: Gram
+    of the centred readout basis [cen(h + β_a), cen(γ_a ⊙ output basis)] and its dot products with γ_out."""
+    C, nh = M.hidden, M.heads
+    E, K = rho.shape
+    u = M.grid_u
+    ones = rho.new_ones(E, 1, K)
+    c0 = torch.cat([ones, rho.unsqueeze(1), u.t().expand(E, 3, K)], 1)  # [E, 5, K]: [1, ρ_k, u_k]
+    s = torch.rsqrt(_quad(c0, GV) / C + M.norm_tokens.eps)  # [E, K]
+    XT = c0 * s.unsqueeze(1)  # [E, 5, K]: token t_ek = (γ_t ⊙ V_e) X_ek + β_t
+    XTh = XT if nh == 1 else XT.unsqueeze(1).expand(E, nh, 5, K).reshape(E * nh, 5, K)
+    # L_k = Bᵀ X_k + b, augmented with a 1 that meets log ω in the key coefficients: S = [L; 1]ᵀ [X; log ω]
+    LT = torch.cat([torch.baddbmm(b, BT, XTh), ones if nh == 1 else ones.repeat_interleave(nh, 0)], 1)
+    XwT = torch.cat([XTh, M.log_w.view(1, 1, K).expand(E * nh, 1, K)], 1)  # [E·nh, 6, K]
+    P = torch.softmax(outer_t(LT, XwT), dim=-1)  # [E·nh, K, K]
+    YT = right_t(XTh, P).view(E, nh * 5, K)  # Y_k = Σ_j P_kj X_j; rows (head, r)
+    YhT = torch.cat([YT, ones], 1)  # [E, m, K]: attention output o_k = Zh_e Ŷ_k (centred)
+    sa = torch.rsqrt(_quad(YhT, Ga) / C + M.norm_attn.eps)  # [E, K]
+    zeta = torch.cat([ones, YhT * sa.unsqueeze(1)], 1)  # [E, m + 1, K]: cen(h + LayerNorm(o_k)) = Wbᵀ ζ_k
+    so = torch.rsqrt(_quad(zeta, Go) / C + M.norm_out.eps)  # [E, K]
+    return so * torch.bmm(g.unsqueeze(1), zeta).squeeze(1) / C + M.norm_out.bias.mean()  # [E, K]
+
+
+def _edge_forms_bases(M, h):
+    """Per-edge forms for any number of heads, from the explicit C-vector bases (rows [E, r, C])."""
+    C, nh = M.hidden, M.heads
+    ch = C // nh
+    E = h.shape[0]
+    lt, la, lo = M.norm_tokens, M.norm_attn, M.norm_out
+    n = _cen(h + (M.w_f.bias + M.w_p.bias))  # [E, C]
+    fc = _cen(torch.cat([M.w_f.weight, M.w_p.weight], 1).t())  # [4, C]: f̃, W̃_p rows
+    GV = _gram(torch.cat([n.unsqueeze(1), fc.expand(E, 4, C)], 1))  # [E, 5, 5]
+    # Q, K and the value-output map Z = W_O W_V on the token basis γ_t ⊙ [n, f̃, W̃_p]; only row 0 is per edge
+    wq, wk, wv = M.qkv.weight.split(C, 0)
+    bq, _, bv = M.qkv.bias.split(C, 0)
+    wo = M.out_proj.weight
+    mz = torch.cat([wo[:, i * ch:(i + 1) * ch] @ wv[i * ch:(i + 1) * ch] for i in range(nh)], 0)  # [nh·C, C]
+    big = torch.cat([wq, wk, mz], 0) * lt.weight  # [(2 + nh)·C, C], γ_t folded in
+    per_edge = F.linear(n, big)  # [E, (2 + nh)·C]
+    const = fc @ big.t()  # [4, (2 + nh)·C]
+    q0 = F.linear(lt.bias, wq, bq)  # W_q β_t + b_q
+    o0 = F.linear(F.linear(lt.bias, wv, bv), wo, M.out_proj.bias)  # [C]
+
+    def basis(i: int) -> torch.Tensor:  # [E, 5, C] block i of (Q, K, Z_1 .. Z_nh), rows = token basis
+        sl = slice(i * C, (i + 1) * C)
+        return torch.cat([per_edge[:, sl].unsqueeze(1), const[:, sl].expand(E, 4, C)], 1)
+
+    scale = 1.0 / math.sqrt(ch)
+    Qb = basis(0).view(E, 5, nh, ch).transpose(1, 2).reshape(E * nh, 5, ch) * scale
+    Kb = basis(1).view(E, 5, nh, ch).transpose(1, 2).reshape(E * nh, 5, ch)
+    BT = torch.bmm(Kb, Qb.transpose(1, 2))  # [E·nh, 5, 5]: Bᵀ, B_rs = Q_r·K_s/√c
+    b = torch.bmm(Kb, (q0.view(nh, ch, 1) * scale).repeat(E, 1, 1))  # [E·nh, 5, 1]: K_sᵀ q₀/√c
+    Z = torch.cat([basis(2 + i) for i in range(nh)], 1)  # [E, 5·nh, C]
+    ZhT = torch.cat([_cen(Z), _cen(o0).view(1, 1, C).expand(E, 1, C)], 1)  # [E, 5·nh + 1, C], centred
+    WbT = torch.cat([_cen(h + la.bias).unsqueeze(1), _cen(ZhT * la.weight)], 1)  # [E, 5·nh + 2, C]
+    return GV, BT, b, _gram(ZhT), _gram(WbT), torch.matmul(WbT, lo.weight)
+
+
+def _bordered(corner: torch.Tensor, edge: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
+    """[[corner, edge], [edgeᵀ, const]] per edge: corner [E, p, p], edge [E, p, q], const [q, q] -> [E, p+q, p+q]."""
+    E = corner.shape[0]
+    top = torch.cat([corner, edge], 2)
+    bottom = torch.cat([edge.transpose(1, 2), const.expand(E, *const.shape)], 2)
+    return torch.cat([top, bottom], 1)
+
+
+def _edge_forms_one_head(M, h):
+    """Per-edge forms for one head from per-edge *scalars*: every per-edge C-vector of the bases is a fixed linear
+    map of n_e = cen(h_e + b_f + b_p), so each Gram entry is a constant, a linear form ⟨a, n_e⟩ or a quadratic form
+    n_eᵀ A n_e. One [E, C] x [C, 4C + 32] product gives all of them; no [E, r, C] basis is built."""
+    C = M.hidden
+    E = h.shape[0]
+    lt, la, lo = M.norm_tokens, M.norm_attn, M.norm_out
+    eye = torch.eye(C, dtype=h.dtype, device=h.device)
+    cen_mat = eye - 1.0 / C  # P: centring over channels (symmetric)
+    b0 = M.w_f.bias + M.w_p.bias
+    n = _cen(h + b0)  # [E, C]
+    fc = _cen(torch.cat([M.w_f.weight, M.w_p.weight], 1).t())  # [4, C]: f̃, W̃_p rows (centred)
+    wq, wk, wv = M.qkv.weight.split(C, 0)
+    bq, _, bv = M.qkv.bias.split(C, 0)
+    wo = M.out_proj.weight
+    aq, ak, mz = wq * lt.weight, wk * lt.weight, (wo @ wv) * lt.weight  # γ_t folded in: q_e = aq n_e, ...
+    scale = 1.0 / math.sqrt(C)
+    qc, kc = fc @ aq.t(), fc @ ak.t()  # [4, C]: Q_r, K_r of the constant token rows
+    q0 = F.linear(lt.bias, wq, bq)  # W_q β_t + b_q
+    o0 = F.linear(F.linear(lt.bias, wv, bv), wo, M.out_proj.bias)  # [C]
+    zhc = _cen(torch.cat([fc @ mz.t(), o0.unsqueeze(0)], 0))  # [5, C]: centred constant output rows
+    n2 = cen_mat @ (la.weight.unsqueeze(1) * (cen_mat @ mz))  # Ž_0 = n2 n_e = cen(γ_a ⊙ cen(mz n_e))
+    zc = _cen(zhc * la.weight)  # [5, C]: Ž_r of the constant rows
+    cw = _cen(la.bias - b0)  # cen(h + β_a) = n_e + cw
+    quad_mats = torch.cat([ak.t() @ aq, mz.t() @ cen_mat @ mz, n2, n2.t() @ n2], 1)  # [C, 4C]
+    lin = torch.cat([fc.t(), (aq.t() @ kc.t()) * scale, (ak.t() @ qc.t()) * scale, (ak.t() @ q0).unsqueeze(1) * scale,
+                     mz.t() @ zhc.t(), cw.unsqueeze(1), n2.t() @ cw.unsqueeze(1), zc.t(), n2.t() @ zc.t(),
+                     lo.weight.unsqueeze(1), n2.t() @ lo.weight.unsqueeze(1)], 1)  # [C, 32]
+    feats = n @ torch.cat([quad_mats, lin], 1)  # [E, 4C + 32]
+    qd = (feats[:, :4 * C].view(E, 4, C) * n.unsqueeze(1)).sum(-1)  # [E, 4]: nᵀ A n
+    nn_ = (n * n).sum(-1, keepdim=True)  # [E, 1]
+    li = feats[:, 4 * C:]
+    nf, b0s, br0, bb0 = li[:, 0:4], li[:, 4:8], li[:, 8:12], li[:, 12:13]
+    ga0, ncw, n2cw, nzc, n2zc, ngo, n2go = li[:, 13:18], li[:, 18:19], li[:, 19:20], li[:, 20:25], li[:, 25:30], \
+        li[:, 30:31], li[:, 31:32]
+    GV = _bordered(nn_.unsqueeze(-1), nf.unsqueeze(1), fc @ fc.t())
+    # B with rows r (query coefficient) and columns s (key coefficient); BT = Bᵀ
+    B = _bordered_general(qd[:, 0:1].unsqueeze(-1) * scale, b0s.unsqueeze(1), br0.unsqueeze(2), (qc @ kc.t()) * scale)
+    b = torch.cat([bb0, (kc @ q0).expand(E, 4) * scale], 1).unsqueeze(-1)  # [E, 5, 1]
+    Ga = _bordered(qd[:, 1:2].unsqueeze(-1), ga0.unsqueeze(1), zhc @ zhc.t())  # [E, 6, 6]
+    cw_zc = zc @ cw  # [5]
+    go_ww = nn_ + 2 * ncw + cw @ cw
+    go_w0 = qd[:, 2:3] + n2cw
+    corner = torch.cat([torch.cat([go_ww, go_w0], 1).unsqueeze(1), torch.cat([go_w0, qd[:, 3:4]], 1).unsqueeze(1)], 1)
+    edge = torch.cat([(nzc + cw_zc).unsqueeze(1), n2zc.unsqueeze(1)], 1)  # [E, 2, 5]
+    Go = _bordered(corner, edge, zc @ zc.t())  # [E, 7, 7]
+    g = torch.cat([ngo + cw @ lo.weight, n2go, (zc @ lo.weight).expand(E, 5)], 1)  # [E, 7]
+    return GV, B.transpose(1, 2), b, Ga, Go, g
+
+
+def _bordered_general(corner, row, col, const):
+    """[[corner, row], [col, const]]: corner [E, 1, 1], row [E, 1, q], col [E, q, 1], const [q, q]."""
+    E = corner.shape[0]
+    return torch.cat([torch.cat([corner, row], 2), torch.cat([col, const.expand(E, *const.shape)], 2)], 1)

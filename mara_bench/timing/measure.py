@@ -1,0 +1,455 @@
+"""Timing primitives and timing results: clocks, summary statistics, peak memory, schema, files, table, plot.
+
+The sweep itself (systems, models, interleaved variants) is in :mod:`mara_bench.timing.sweep`; the CLI is
+``python -m mara_bench time`` (:mod:`mara_bench.cli.time_cmd`). See docs/timing.md.
+
+Clocks
+------
+* CPU: :func:`time.perf_counter` around the call.
+* CUDA: ``torch.cuda.synchronize()`` before, a pair of CUDA events around the call, synchronise after and read
+  ``start.elapsed_time(end)``; warm-up calls are never timed.
+
+Peak memory
+-----------
+* CUDA: ``torch.cuda.reset_peak_memory_stats`` then ``torch.cuda.max_memory_allocated`` (MiB).
+* CPU: peak resident set size of the process (``VmHWM``), reset before the measured call by writing ``5`` to
+  ``/proc/self/clear_refs`` (Linux). Where the reset is impossible the value is the process-lifetime peak and
+  ``peak_mem_kind`` says ``cpu_rss_lifetime``.
+* ``peak_mem_delta_mb``: the peak minus what was in use just before the call (allocated CUDA memory, or RSS),
+  i.e. what the step itself needs on top of models, data and the Python process. On the CPU freed memory is
+  handed back first (``malloc_trim``), but memory the allocators keep can still be reused unseen, so the CPU
+  delta is a lower bound.
+
+FLOPs and the floor
+-------------------
+* ``flops``: floating-point operations of one call, counted by :class:`torch.utils.flop_counter.FlopCounterMode`
+  on the same batch (one extra, untimed call; a training step's double backward included). That counter knows
+  matrix products (mm, addmm, bmm, baddbmm, convolutions, attention kernels) and counts a multiply-add as 2;
+  element-wise work (softmax, LayerNorm, activations) is not in it.
+* :func:`gemm_probe`: the machine's dense float matmul rate (GFLOP/s, median of a few square products) measured
+  in the timing process with the same threads; ``floor_ms = flops / rate`` is the time the counted arithmetic
+  needs at that rate, so ``median_ms / floor_ms`` says how far a step is from its matmul floor.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "mara_bench.timing/1"
+FS_PER_STEP = 0.5  # MD time step used for ns/day
+MODES = ("inference", "train")
+
+# ------------------------------------------------------------------------------------------------ clocks
+
+
+def is_cuda(device) -> bool:
+    return str(device).startswith("cuda")
+
+
+def time_call_ms(fn: Callable[[], Any], device="cpu") -> float:
+    """Wall time of one call of ``fn`` in milliseconds (CUDA events + synchronise on CUDA devices)."""
+    if is_cuda(device):
+        import torch
+
+        dev = torch.device(device)
+        torch.cuda.synchronize(dev)
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(dev)
+        return float(start.elapsed_time(end))
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def time_call_cpu_ms(fn: Callable[[], Any], device="cpu") -> tuple[float, float]:
+    """(wall ms, process CPU ms) of one call. CPU time (all threads of this process) is far less sensitive to
+    other processes competing for the cores than wall time; on CUDA the wall time comes from CUDA events."""
+    c0 = time.process_time()
+    wall = time_call_ms(fn, device)
+    return wall, (time.process_time() - c0) * 1e3
+
+
+def measure(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2, device="cpu") -> list[float]:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` timed calls; return the times in ms."""
+    for _ in range(warmup):
+        fn()
+    if is_cuda(device):
+        import torch
+
+        torch.cuda.synchronize(torch.device(device))
+    return [time_call_ms(fn, device) for _ in range(repeats)]
+
+
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's per-module tracker. That tracker hooks module outputs with multi-grad hooks,
+    which raise inside ``torch.autograd.grad`` (how every backbone computes forces); totals need no modules."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return False
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` (``FlopCounterMode``: matrix products, multiply-add = 2; deterministic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def gemm_probe(device="cpu", dtype: str = "float32", n: int = 512, repeats: int = 7) -> dict[str, Any]:
+    """Dense matmul rate with the current threads: GFLOP/s of ``repeats`` n x n x n products (median and best).
+
+    On the CPU the rate is per second of process CPU time (``gflops``; wall-clock in ``wall_gflops``), the same
+    clock as ``cpu_median_ms``, so a loaded machine shifts both alike; on CUDA it is per second of GPU time."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dt)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dt)
+    for _ in range(2):
+        torch.mm(a, b)
+    pairs = [time_call_cpu_ms(lambda: torch.mm(a, b), device) for _ in range(repeats)]
+    wall = [w for w, _ in pairs]
+    clock = wall if is_cuda(device) else [max(c, 1e-6) for _, c in pairs]
+    flop = 2.0 * n**3
+    return {"n": n, "dtype": dtype, "repeats": repeats, "clock": "cuda_events" if is_cuda(device) else "process_cpu",
+            "median_ms": quantile(clock, 0.5), "gflops": flop / (quantile(clock, 0.5) * 1e6),
+            "best_gflops": flop / (min(clock) * 1e6), "wall_gflops": flop / (quantile(wall, 0.5) * 1e6),
+            "threads": torch.get_num_threads()}
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default method), without numpy."""
+    xs = sorted(values)
+    if not xs:
+        return float("nan")
+    pos = (len(xs) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(ms: list[float]) -> dict[str, float]:
+    """Median, quartiles, IQR, min, mean of a list of times (ms)."""
+    q25, med, q75 = quantile(ms, 0.25), quantile(ms, 0.5), quantile(ms, 0.75)
+    return {"median_ms": med, "q25_ms": q25, "q75_ms": q75, "iqr_ms": q75 - q25,
+            "min_ms": min(ms) if ms else float("nan"), "mean_ms": sum(ms) / len(ms) if ms else float("nan"),
+            "n": len(ms)}
+
+
+def throughput(median_ms: float, n_atoms: int) -> dict[str, float]:
+    """atoms·steps/s and ns/day (one step per call, ``FS_PER_STEP`` fs per MD step)."""
+    steps_per_s = 1e3 / median_ms if median_ms > 0 else float("nan")
+    return {"atoms_steps_per_s": n_atoms * steps_per_s, "ns_per_day": steps_per_s * FS_PER_STEP * 86400 / 1e6}
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB -> MiB
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (VmHWM) on Linux; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    v = _proc_status_mb("VmHWM")
+    if v is not None:
+        return v
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float | None:
+    return _proc_status_mb("VmRSS")
+
+
+def release_memory(device="cpu") -> None:
+    """Collect garbage and hand freed memory back (CUDA cache; glibc ``malloc_trim``) before a memory reading."""
+    import gc
+
+    gc.collect()
+    if is_cuda(device):
+        import torch
+
+        torch.cuda.empty_cache()
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_memory_of(fn: Callable[[], Any], device="cpu") -> tuple[float, float | None, str]:
+    """Run ``fn`` once; return (peak MiB during the call, peak minus the memory in use before it, kind)."""
+    if is_cuda(device):
+        import torch
+
+        dev = torch.device(device)
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        fn()
+        torch.cuda.synchronize(dev)
+        peak = torch.cuda.max_memory_allocated(dev)
+        return peak / 2**20, (peak - before) / 2**20, "cuda_max_allocated"
+    ok = reset_peak_rss()
+    before = current_rss_mb()
+    fn()
+    peak = peak_rss_mb()
+    delta = peak - before if ok and before is not None else None
+    return peak, delta, "cpu_rss_peak" if ok else "cpu_rss_lifetime"
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for out-of-memory errors (CUDA OOM, CPU allocator failures, MemoryError)."""
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
+                                              or "not enough memory" in msg)
+
+
+# ------------------------------------------------------------------------------------------------ schema
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_OPT_STR = (str, type(None))
+TOP_KEYS: dict[str, tuple] = {"schema": (str,), "created": (str,), "command": (str,), "settings": (dict,),
+                              "environment": (dict,), "rows": (list,)}
+ROW_KEYS: dict[str, tuple] = {
+    "backbone": (str,), "preset": (str,), "variant": (str,), "mode": (str,), "device": (str,), "dtype": (str,),
+    "compiled": (bool,), "size_requested": (int,), "n_atoms": (int,), "n_edges": (int,), "n_graphs": (int,),
+    "status": (str,), "note": (str,), "repeats": (int,), "warmup": (int,), "threads": (int,),
+    "median_ms": _OPT_NUM, "q25_ms": _OPT_NUM, "q75_ms": _OPT_NUM, "iqr_ms": _OPT_NUM, "min_ms": _OPT_NUM,
+    "mean_ms": _OPT_NUM, "atoms_steps_per_s": _OPT_NUM, "ns_per_day": _OPT_NUM, "peak_mem_mb": _OPT_NUM, "peak_mem_delta_mb": _OPT_NUM,
+    "peak_mem_kind": _OPT_STR, "overhead_vs_off": _OPT_NUM, "overhead_q25": _OPT_NUM, "overhead_q75": _OPT_NUM,
+    "compile_s": _OPT_NUM, "cpu_median_ms": _OPT_NUM, "cpu_overhead_vs_off": _OPT_NUM, "times_ms": (list,),
+    "cpu_times_ms": (list,),
+}
+# checked when present (results written before these columns existed stay valid)
+OPTIONAL_ROW_KEYS: dict[str, tuple] = {
+    "mara_impl": _OPT_STR, "flops": _OPT_NUM, "gflops_per_s": _OPT_NUM, "floor_ms": _OPT_NUM,
+    "flops_vs_off": _OPT_NUM, "speedup_vs_reference": _OPT_NUM, "cpu_speedup_vs_reference": _OPT_NUM,
+}
+ROW_ORDER = list(ROW_KEYS)[:4] + ["mara_impl"] + list(ROW_KEYS)[4:] + [k for k in OPTIONAL_ROW_KEYS if k != "mara_impl"]
+
+
+def validate_timing(obj: Any) -> list[str]:
+    """Problems found in a timing-results object (empty list = valid). No external schema library needed."""
+    errs: list[str] = []
+    if not isinstance(obj, dict):
+        return ["top level must be an object"]
+    for k, types in TOP_KEYS.items():
+        if k not in obj:
+            errs.append(f"missing top-level key '{k}'")
+        elif not isinstance(obj[k], types):
+            errs.append(f"top-level key '{k}' has type {type(obj[k]).__name__}")
+    if obj.get("schema") not in (None, SCHEMA) and isinstance(obj.get("schema"), str):
+        errs.append(f"schema is '{obj['schema']}', expected '{SCHEMA}'")
+    for i, row in enumerate(obj.get("rows") or []):
+        if not isinstance(row, dict):
+            errs.append(f"rows[{i}] is not an object")
+            continue
+        for k, types in ROW_KEYS.items():
+            if k not in row:
+                errs.append(f"rows[{i}] missing '{k}'")
+            elif not isinstance(row[k], types) or (bool not in types and isinstance(row[k], bool)):
+                errs.append(f"rows[{i}].{k} has type {type(row[k]).__name__}")
+        for k, types in OPTIONAL_ROW_KEYS.items():
+            if k in row and (not isinstance(row[k], types) or isinstance(row[k], bool)):
+                errs.append(f"rows[{i}].{k} has type {type(row[k]).__name__}")
+        if row.get("mode") not in MODES:
+            errs.append(f"rows[{i}].mode must be one of {MODES}")
+        if row.get("status") not in ("ok", "skipped"):
+            errs.append(f"rows[{i}].status must be 'ok' or 'skipped'")
+        if row.get("status") == "ok":
+            if not isinstance(row.get("median_ms"), _NUM) or not row["median_ms"] > 0:
+                errs.append(f"rows[{i}].median_ms must be > 0 for an ok row")
+            t = row.get("times_ms")
+            if isinstance(t, list) and (len(t) != row.get("repeats") or not all(isinstance(x, _NUM) for x in t)):
+                errs.append(f"rows[{i}].times_ms must hold 'repeats' numbers")
+    return errs
+
+
+def check_timing(obj: Any) -> None:
+    errs = validate_timing(obj)
+    if errs:
+        raise ValueError("invalid timing results: " + "; ".join(errs[:5]) + (" ..." if len(errs) > 5 else ""))
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[k for k in ROW_ORDER if k not in ("times_ms", "cpu_times_ms")], extrasaction="ignore",
+                       lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in w.fieldnames})
+    return buf.getvalue()
+
+
+def write_results(result: dict[str, Any], out_dir: str | os.PathLike, stamp: str) -> tuple[Path, Path]:
+    """Validate, then write ``<out_dir>/<stamp>.json`` and ``.csv`` atomically."""
+    from ..atomic import atomic_write_json, atomic_write_text
+
+    check_timing(result)
+    out = Path(out_dir)
+    j = atomic_write_json(out / f"{stamp}.json", result)
+    c = atomic_write_text(out / f"{stamp}.csv", rows_to_csv(result["rows"]))
+    return j, c
+
+
+def _fmt(v, spec: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-".rjust(int(spec.split(".")[0] or 0))
+    return format(v, spec)
+
+
+def _variant_label(r: dict[str, Any]) -> str:
+    impl = r.get("mara_impl")
+    return f"{r['variant']}/{impl}" if impl and impl != "folded" else str(r["variant"])
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Plain-text table of timing rows (one line per size × mode × variant [/ implementation])."""
+    head = (f"{'atoms':>6} {'edges':>7} {'mode':<9} {'variant':<15} {'median ms':>10} {'IQR ms':>8} "
+            f"{'atoms*steps/s':>13} {'ns/day':>8} {'peak MiB':>9} {'+MiB':>7} {'x off':>6} {'cpu x off':>9} "
+            f"{'MFLOP':>9} {'GFLOP/s':>7} {'flop x off':>10} {'x ref':>6}  note")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        flops = r.get("flops")
+        lines.append(
+            f"{r['n_atoms']:>6} {r['n_edges']:>7} {r['mode']:<9} {_variant_label(r):<15} {_fmt(r['median_ms'], '10.2f')} "
+            f"{_fmt(r['iqr_ms'], '8.2f')} {_fmt(r['atoms_steps_per_s'], '13.0f')} {_fmt(r['ns_per_day'], '8.3f')} "
+            f"{_fmt(r['peak_mem_mb'], '9.0f')} {_fmt(r.get('peak_mem_delta_mb'), '7.0f')} {_fmt(r['overhead_vs_off'], '6.3f')} "
+            f"{_fmt(r.get('cpu_overhead_vs_off'), '9.3f')} {_fmt(None if flops is None else flops / 1e6, '9.1f')} "
+            f"{_fmt(r.get('gflops_per_s'), '7.2f')} {_fmt(r.get('flops_vs_off'), '10.3f')} "
+            f"{_fmt(r.get('cpu_speedup_vs_reference'), '6.2f')}  {r['note']}")
+    return "\n".join(lines)
+
+
+def floor_summary(rows: list[dict[str, Any]], gemm_gflops: float | None) -> list[str]:
+    """Per gated row: the time it adds over ``off`` per edge, against its added FLOPs at the GEMM rate."""
+    if not gemm_gflops:
+        return []
+    off = {(r["n_atoms"], r["mode"]): r for r in rows if r["variant"] == "off" and r["status"] == "ok"}
+    out = []
+    for r in rows:
+        base = off.get((r["n_atoms"], r["mode"]))
+        if r["variant"] == "off" or base is None or r["status"] != "ok" or r.get("flops") is None:
+            continue
+        if base.get("flops") is None or not r.get("cpu_median_ms") or not base.get("cpu_median_ms"):
+            continue
+        added_ms = r["cpu_median_ms"] - base["cpu_median_ms"]
+        added_flops = r["flops"] - base["flops"]
+        floor_ms = added_flops / (gemm_gflops * 1e6)
+        per_edge = 1e6 / max(1, r["n_edges"])  # ms -> ns per edge
+        ratio = added_ms / floor_ms if floor_ms > 0 else float("nan")
+        out.append(f"{r['n_atoms']} atoms {r['mode']:<9} {_variant_label(r):<15} adds {added_ms:8.2f} ms CPU "
+                   f"({added_ms * per_edge:8.0f} ns/edge) for {added_flops / 1e6:9.2f} MFLOP "
+                   f"({added_flops / max(1, r['n_edges']) / 1e3:7.1f} kFLOP/edge = {floor_ms * per_edge:6.0f} ns/edge "
+                   f"at {gemm_gflops:.1f} GFLOP/s): {ratio:6.1f}x its FLOP floor")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ plot
+
+
+def _load_rows(csv_or_df):
+    import pandas as pd
+
+    if isinstance(csv_or_df, pd.DataFrame):
+        return csv_or_df
+    p = Path(csv_or_df)
+    if p.suffix == ".json":
+        from ..atomic import read_json
+
+        return pd.DataFrame(read_json(p)["rows"])
+    return pd.read_csv(p)
+
+
+def plot_timing(csv_or_df, out_png: str | os.PathLike) -> Path:
+    """Log–log plot of median ms/step vs atoms, one line per (backbone, variant), one panel per mode.
+
+    ``csv_or_df``: a timing CSV/JSON path written by ``mara_bench time`` or a DataFrame of its rows.
+    Error bars are the inter-quartile range. Skipped rows are left out. Returns the PNG path (atomic write).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..atomic import atomic_write_bytes
+
+    df = _load_rows(csv_or_df)
+    df = df[df["status"] == "ok"]
+    modes = [m for m in MODES if m in set(df["mode"])] or list(MODES)
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        sub = df[df["mode"] == mode]
+        for (bb, var), g in sub.groupby(["backbone", "variant"], sort=True):
+            g = g.sort_values("n_atoms")
+            med = g["median_ms"].astype(float)
+            yerr = [med - g["q25_ms"].astype(float), g["q75_ms"].astype(float) - med]
+            ax.errorbar(g["n_atoms"], med, yerr=yerr, marker="o", capsize=3, label=f"{bb} / {var}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("atoms")
+        ax.set_ylabel("ms per step (median, IQR bars)")
+        ax.set_title("energy + forces" if mode == "inference" else "training step")
+        ax.grid(True, which="both", alpha=0.3)
+        if len(sub):
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write_bytes(out_png, buf.getvalue())

@@ -1,0 +1,339 @@
+"""The timing sweep behind ``mara_bench time``: systems of ~20 … ≥5,000 atoms, models per MARA variant,
+inference (energy + forces) and one training step, variants interleaved in one process.
+
+Systems: copies of one molecule (frames of a dataset, cycled, or a built-in ASE molecule) batched into one
+:class:`GraphBatch` of disjoint graphs. Molecules never interact (no edges between copies), so the edge count
+grows linearly with the atom count — the same work as tiling copies far apart in one box.
+
+Systems and stats live in :mod:`mara_bench.timing.systems`. Stats: when the molecule comes from a dataset and the data layer provides ``compute_stats``, models are built
+with the real statistics; otherwise with a synthetic stats object (:func:`synthetic_stats`: the molecule's
+elements, E0 = 0, average neighbour count measured on the molecule, unit scales). Statistics change numbers,
+not the amount of work, so timings are the same either way. Loss targets are zeros for the same reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..config import MARA_VARIANTS
+from ..graph import GraphBatch
+from .measure import (
+    count_flops,
+    is_oom,
+    peak_memory_of,
+    summarize,
+    throughput,
+    time_call_cpu_ms,
+    time_call_ms,
+)
+from .systems import Molecule, load_molecule, make_batch, stats_for
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+@dataclass
+class Variant:
+    name: str
+    model: torch.nn.Module
+    step_model: Any  # the model or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+
+
+def set_mara_impl(model: torch.nn.Module, impl: str) -> int:
+    """Switch every ``paper`` MARA inside ``model`` to implementation ``impl`` (mara.IMPLS); returns how many."""
+    from ..nn.mara import MARA
+
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, MARA) and mod.variant == "paper":
+            mod.set_impl(impl)
+            n += 1
+    return n
+
+
+def arms(variants: tuple[str, ...], impls: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
+    """(key, variant, MARA implementation) per timed model: ``paper`` once per implementation, others once."""
+    out = []
+    for v in variants:
+        if v == "paper":
+            out += [("paper" if i == impls[0] else f"paper/{i}", "paper", i) for i in impls]
+        else:
+            out.append((v, v, None))
+    return out
+
+
+def build_model(backbone: str, preset: str, variant: str, stats, dtype: torch.dtype, device: str,
+                mara_grid=(4, 8), mara_hidden: int = 32, mara_heads: int = 1,
+                model_overrides: dict[str, Any] | None = None, seed: int = 0) -> torch.nn.Module:
+    from ..backbone import MaraOptions
+    from ..config import apply_overrides
+    from ..registry import get_backbone
+
+    cls = get_backbone(backbone)
+    opts = apply_overrides(cls.preset(preset)["model"], model_overrides or {}, "model", f"backbone '{backbone}'")
+    torch.manual_seed(seed)
+    mara = MaraOptions(variant=variant, grid=tuple(mara_grid), hidden=mara_hidden, heads=mara_heads)
+    return cls().build(opts, stats, mara, dtype).to(device)
+
+
+def model_r_max(backbone: str, preset: str) -> float:
+    from ..registry import get_backbone
+
+    return float(get_backbone(backbone).preset(preset)["model"].get("r_max", 5.0))
+
+
+def inference_step(model, batch: GraphBatch):
+    out = model(batch, compute_forces=True, training=False)
+    return out["energy"].detach(), out["forces"].detach()
+
+
+def train_step(model, batch: GraphBatch, optimizer, energy_weight=1.0, forces_weight=1000.0, grad_clip=10.0):
+    """Loss (per-atom energy MSE + force MSE against zero targets) + backward + clip + optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    out = model(batch, compute_forces=True, training=True)
+    e = out["energy"] / batch.num_atoms.to(out["energy"].dtype)
+    loss = energy_weight * (e**2).mean() + forces_weight * (out["forces"] ** 2).mean()
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def make_optimizer(model: torch.nn.Module, train_opts: dict[str, Any]) -> torch.optim.Optimizer:
+    name = str(train_opts.get("optimizer", "amsgrad"))
+    lr = 1e-4  # small: zero targets; the cost of a step does not depend on the learning rate
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr)
+    return torch.optim.Adam(model.parameters(), lr=lr, amsgrad=name == "amsgrad")
+
+
+def _call(v: Variant, mode: str, batch: GraphBatch, train_opts: dict[str, Any]):
+    if mode == "inference":
+        return lambda: inference_step(v.step_model, batch)
+    return lambda: train_step(v.step_model, batch, v.optimizer, 1.0, float(train_opts.get("forces_weight", 1000.0)),
+                              train_opts.get("grad_clip"))
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+
+
+@dataclass
+class SweepSettings:
+    backbone: str = "mace"
+    variants: tuple[str, ...] = MARA_VARIANTS
+    preset: str = "quick"
+    device: str = "cpu"
+    dtype: str = "float32"
+    sizes: tuple[int, ...] = (20, 200, 2000, 5000)
+    repeats: int = 10
+    warmup: int = 2
+    compile: bool = False
+    modes: tuple[str, ...] = ("inference", "train")
+    molecule: str = "default"
+    data_dir: str | None = None
+    mara_grid: tuple[int, int] = (4, 8)
+    mara_hidden: int = 32
+    mara_heads: int = 1
+    max_step_s: float | None = None  # skip a size when one warm-up step takes longer
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    mara_impls: tuple[str, ...] = ("folded",)  # paper is timed once per implementation (mara.IMPLS)
+    flops: bool = True  # count FLOPs per variant and mode (one extra untimed call each)
+
+
+def _row(s: SweepSettings, variant: str, mode: str, size: int, batch: GraphBatch, status="ok", note="",
+         impl: str | None = None) -> dict:
+    return {"backbone": s.backbone, "preset": s.preset, "variant": variant, "mode": mode, "mara_impl": impl,
+            "device": str(s.device),
+            "dtype": s.dtype, "compiled": bool(s.compile), "size_requested": int(size),
+            "n_atoms": int(batch.positions.shape[0]), "n_edges": int(batch.edge_index.shape[1]),
+            "n_graphs": int(batch.num_graphs), "status": status, "note": note, "repeats": 0, "warmup": s.warmup,
+            "threads": torch.get_num_threads(), "median_ms": None, "q25_ms": None, "q75_ms": None, "iqr_ms": None,
+            "min_ms": None, "mean_ms": None, "atoms_steps_per_s": None, "ns_per_day": None, "peak_mem_mb": None,
+            "peak_mem_delta_mb": None, "peak_mem_kind": None, "overhead_vs_off": None, "overhead_q25": None,
+            "overhead_q75": None,
+            "compile_s": None, "cpu_median_ms": None, "cpu_overhead_vs_off": None, "times_ms": [], "cpu_times_ms": [],
+            "flops": None, "gflops_per_s": None, "floor_ms": None, "flops_vs_off": None, "speedup_vs_reference": None,
+            "cpu_speedup_vs_reference": None}
+
+
+def _free(device: str) -> None:
+    from .measure import release_memory
+
+    release_memory(device)
+
+
+def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None,
+              gemm_gflops: float | None = None) -> tuple[list[dict], str]:
+    """All rows for one system size. Returns (rows, stats_kind). Out-of-memory → rows with status 'skipped'.
+
+    Every variant (and every MARA implementation of ``paper``) is a separate model built from the same seed;
+    repeats interleave all of them, so ratios (× off, × reference) are paired."""
+    from ..registry import get_backbone
+
+    dtype = getattr(torch, s.dtype)
+    r_max = model_r_max(s.backbone, s.preset)
+    train_opts = get_backbone(s.backbone).preset(s.preset)["train"]
+    batch_cpu, graphs = make_batch(mol, size, r_max, dtype)
+    stats, stats_kind = stats_for(mol, graphs, r_max)
+    batch = batch_cpu.to(s.device, dtype)
+    arm_list = arms(s.variants, s.mara_impls)
+    keys = [a[0] for a in arm_list]
+    ref_key = next((k for k, _v, i in arm_list if i == "reference"), None)
+    rows = {(k, m): _row(s, v, m, size, batch, impl=i) for k, v, i in arm_list for m in s.modes}
+    live: dict[str, Variant] = {}
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in rows}
+    cpu_times: dict[tuple[str, str], list[float]] = {k: [] for k in rows}
+
+    def skip(keys, why):
+        for k in keys:
+            rows[k].update(status="skipped", note=why)
+            times.pop(k, None)
+
+    try:
+        for k, v, impl in arm_list:
+            model = build_model(s.backbone, s.preset, v, stats, dtype, s.device, s.mara_grid, s.mara_hidden,
+                                s.mara_heads, s.model_overrides)
+            if impl is not None:
+                set_mara_impl(model, impl)
+            step_model = torch.compile(model) if s.compile else model
+            live[k] = Variant(k, model, step_model, make_optimizer(model, train_opts))
+        for v, var in live.items():  # warm-up (and compile) — never timed into the statistics
+            for m in s.modes:
+                fn = _call(var, m, batch, train_opts)
+                for w in range(max(1, s.warmup)):
+                    t0 = time.perf_counter()
+                    try:
+                        ms = time_call_ms(fn, s.device)
+                    except RuntimeError as e:
+                        if not (s.compile and m == "train") or is_oom(e):
+                            raise
+                        # training on forces differentiates the force graph again (double backward), which
+                        # torch.compile'd graphs do not support: report it, keep timing inference
+                        skip([(v, m)], "skipped: torch.compile does not support the double backward of a "
+                                       f"force-trained step ({str(e).splitlines()[0][:80]})")
+                        break
+                    if w == 0 and s.compile:  # first call = compilation (+ one step)
+                        rows[(v, m)]["compile_s"] = time.perf_counter() - t0
+                    if s.max_step_s and ms / 1e3 > s.max_step_s:
+                        raise TimeoutError(f"one {m} step took {ms / 1e3:.1f} s > --max-step-s {s.max_step_s:g}")
+        if s.flops:  # one untimed counted call per variant and mode (deterministic: same batch, same ops)
+            for (v, m), row in rows.items():
+                if (v, m) in times:  # counted on the eager model (a compiled one does the same arithmetic)
+                    eager = dataclasses.replace(live[v], step_model=live[v].model)
+                    row["flops"] = count_flops(_call(eager, m, batch, train_opts))
+        for r in range(s.repeats):  # interleaved: every repeat times every variant, order rotated per repeat
+            k = r % len(keys)
+            for v in keys[k:] + keys[:k]:
+                for m in s.modes:
+                    if (v, m) not in times:
+                        continue
+                    wall, cpu = time_call_cpu_ms(_call(live[v], m, batch, train_opts), s.device)
+                    times[(v, m)].append(wall)
+                    cpu_times[(v, m)].append(cpu)
+            if progress is not None:
+                progress.update(1)
+        for (v, m), row in rows.items():  # peak memory: one extra call per variant and mode
+            if (v, m) not in times:
+                continue
+            _free(s.device)
+            peak = peak_memory_of(_call(live[v], m, batch, train_opts), s.device)
+            row["peak_mem_mb"], row["peak_mem_delta_mb"], row["peak_mem_kind"] = peak
+    except TimeoutError as e:
+        skip(list(rows), f"skipped: {e}")
+    except (RuntimeError, MemoryError) as e:
+        if not is_oom(e):
+            raise
+        skip(list(rows), f"skipped: out of memory on {s.device} ({type(e).__name__})")
+    finally:
+        live.clear()
+        _free(s.device)
+    for (v, m), ms in times.items():
+        row = rows[(v, m)]
+        st = summarize(ms)
+        row.update({k: st[k] for k in ("median_ms", "q25_ms", "q75_ms", "iqr_ms", "min_ms", "mean_ms")})
+        row.update(repeats=len(ms), times_ms=[float(x) for x in ms])
+        tp = throughput(st["median_ms"], row["n_atoms"])
+        row["atoms_steps_per_s"] = tp["atoms_steps_per_s"]
+        row["ns_per_day"] = tp["ns_per_day"] if m == "inference" else None
+        base = times.get(("off", m))
+        if base and len(base) == len(ms):
+            ratios = [a / b for a, b in zip(ms, base, strict=True)]  # paired: same repeat, same process
+            q = summarize(ratios)
+            row.update(overhead_vs_off=q["median_ms"], overhead_q25=q["q25_ms"], overhead_q75=q["q75_ms"])
+        if row["flops"] is not None:
+            row["gflops_per_s"] = row["flops"] / (st["median_ms"] * 1e6)
+            if gemm_gflops:
+                row["floor_ms"] = row["flops"] / (gemm_gflops * 1e6)
+            fbase = rows.get(("off", m), {}).get("flops")
+            if fbase:
+                row["flops_vs_off"] = row["flops"] / fbase
+        ref = times.get((ref_key, m))
+        if v != ref_key and row["variant"] == "paper" and ref and len(ref) == len(ms):
+            row["speedup_vs_reference"] = summarize([b / a for a, b in zip(ms, ref, strict=True)])["median_ms"]
+        cpu = cpu_times[(v, m)]
+        if str(s.device).startswith("cuda"):  # host CPU time says nothing about GPU work
+            continue
+        row.update(cpu_times_ms=[float(x) for x in cpu], cpu_median_ms=summarize(cpu)["median_ms"])
+        cbase = cpu_times.get(("off", m))
+        if cbase and len(cbase) == len(cpu) and ("off", m) in times:
+            row["cpu_overhead_vs_off"] = summarize([a / b for a, b in zip(cpu, cbase, strict=True)])["median_ms"]
+        cref = cpu_times.get((ref_key, m))
+        if row["speedup_vs_reference"] is not None and cref and len(cref) == len(cpu):
+            row["cpu_speedup_vs_reference"] = summarize([b / a for a, b in zip(cpu, cref, strict=True)])["median_ms"]
+    return list(rows.values()), stats_kind
+
+
+def environment(device: str) -> dict[str, Any]:
+    import os
+    import platform
+    import socket
+    import sys
+
+    from ..run.results import git_commit, package_versions
+
+    env = {"git_commit": git_commit(), "packages": package_versions(), "python": sys.version.split()[0],
+           "platform": platform.platform(), "host": socket.gethostname(), "device": str(device),
+           "device_name": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "interop_threads": torch.get_num_interop_threads(), "cuda_version": torch.version.cuda,
+           "omp_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
+                       if k in os.environ}}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+def run_sweep(s: SweepSettings, command: str = "", progress: bool = True) -> dict[str, Any]:
+    """Time every size of ``s``; return the results object (schema :data:`mara_bench.timing.measure.SCHEMA`)."""
+    from tqdm import tqdm
+
+    from .measure import SCHEMA, gemm_probe
+
+    mol = load_molecule(s.molecule, s.data_dir)
+    gemm = gemm_probe(s.device, s.dtype) if s.flops else None
+    rows: list[dict] = []
+    stats_kinds = set()
+    bar = tqdm(total=len(s.sizes) * s.repeats, desc=f"time {s.backbone}", unit="rep", disable=not progress)
+    try:
+        for size in s.sizes:
+            bar.set_postfix_str(f"{size} atoms")
+            size_rows, kind = time_size(s, mol, size, progress=bar, gemm_gflops=gemm["gflops"] if gemm else None)
+            rows += size_rows
+            stats_kinds.add(kind)
+            if any(r["status"] == "skipped" for r in size_rows):
+                bar.update(max(0, s.repeats - max(r["repeats"] for r in size_rows)))
+    finally:
+        bar.close()
+    settings = dataclasses.asdict(s)
+    settings.update(molecule=mol.name, molecule_source=mol.source, molecule_atoms=mol.n_atoms,
+                    molecule_frames=len(mol.frames), stats=",".join(sorted(stats_kinds)) or None,
+                    fs_per_step=0.5, interleaved=True)
+    env = environment(s.device)
+    env["gemm"] = gemm  # the dense matmul rate the FLOP floors are computed with (timing.gemm_probe)
+    return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
+            "settings": settings, "environment": env, "rows": rows}
