@@ -14,7 +14,7 @@ Nothing of MACE's forward code is copied. MACE 0.3.16's interaction blocks
   block then sums MARA's ``m + gate * m`` over receivers as usual.
 
 Because the vectors are the ones MACE differentiates, MACE's own ``-dE/dpositions`` includes MARA's path
-(tests/test_mace.py checks it with finite differences). The fused cuEquivariance / OpenEquivariance
+(tests/backbones/test_mace.py checks it with finite differences). The fused cuEquivariance / OpenEquivariance
 convolution (blocks with a ``conv_fusion`` attribute) does the scatter inside the kernel: there is no seam,
 so :func:`attach_mara` refuses it.
 """

@@ -4,7 +4,7 @@ Importable (the asv suite wraps :func:`time_forward_backward` / :func:`compare`)
 
     .venv/bin/python benchmarks/mara_kernel.py --edges 2000 20000 --threads 2
 
-Both paths compute the same gates (tests/test_mara.py checks it); the timed work is forward + backward of
+Both paths compute the same gates (tests/nn/test_mara.py checks it); the timed work is forward + backward of
 ``sum(gates)`` w.r.t. the messages, the edge vectors and all parameters, in float32 on the CPU by default.
 ``--mode train`` times what force training needs instead: E = Σ α_e |m_e|², F = ∂E/∂d with ``create_graph``, then
 the backward of |F|² (a double backward). ``--impl`` picks our implementation (``MARA.set_impl``; default folded).

@@ -22,7 +22,7 @@ channel-mean readout, one dot product with γ_out — all quadratic or linear fo
 Gram matrices of a few C-vectors per edge.
 
 The only tensors with K² entries per edge are the scores and the softmax; everything else is [E, K, ≤ 8] or
-[E, C, ≤ 8]. Exactness: equal to the readable path up to rounding (tests/test_mara.py: ≤ 1e-10 in float64 for
+[E, C, ≤ 8]. Exactness: equal to the readable path up to rounding (tests/nn/test_mara.py: ≤ 1e-10 in float64 for
 values, gradients and second derivatives). In float32 the variances come from Gram expansions, which lose
 relative precision only when a LayerNorm input is nearly constant over channels (variance ≪ its parts).
 All ops are plain differentiable torch ops, so force training's double backward works through autograd.

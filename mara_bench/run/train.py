@@ -12,7 +12,7 @@ best-state tracking, the plateau scheduler's memory (the learning rate itself is
 patience are reset, so the kept model is the epoch with the lowest validation loss *within the last stage that
 ran* — a stage-two epoch whenever stage two ran (as mace-torch does when its stage two starts). The data order comes from a seeded ``torch.Generator`` whose state is checkpointed with everything else
 after every epoch, so a run killed at any moment continues from its last finished epoch and ends with the same
-numbers as an uninterrupted run (tests/test_resume.py).
+numbers as an uninterrupted run (tests/run/test_resume.py).
 """
 
 from __future__ import annotations

@@ -10,12 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+import tiny_backbone  # noqa: E402
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import tiny_backbone  # noqa: E402
-
-SCRIPT = str(Path(__file__).parent / "tiny_backbone.py")
+SCRIPT = str(Path(__file__).resolve().parents[1] / "tiny_backbone.py")
 ARGS = ["--backbone", "tiny", "--preset", "smoke", "--set", "train.max_epochs=6", "--quiet"]
 
 

@@ -13,7 +13,7 @@ import tiny_backbone
 
 from mara_bench.md.tables import replica_frame, stability_markdown, stability_table, survival_png
 
-SCRIPT = str(Path(__file__).parent / "tiny_backbone.py")
+SCRIPT = str(Path(__file__).resolve().parents[1] / "tiny_backbone.py")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

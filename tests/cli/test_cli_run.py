@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tiny_backbone
 
-SCRIPT = str(Path(__file__).parent / "tiny_backbone.py")
+SCRIPT = str(Path(__file__).resolve().parents[1] / "tiny_backbone.py")
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,10 @@ test_reliability_processes.py.
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 import tiny_backbone  # noqa: E402
 
 from mara_bench.cli import main  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-DEFAULT = Path(__file__).resolve().parents[1] / "datasets" / "default"
+DEFAULT = Path(__file__).resolve().parents[2] / "datasets" / "default"
 SPLITS = ("train", "val", "test")
 MAX_BYTES = 3_000_000
 
@@ -48,7 +48,7 @@ def test_meta_fields(meta):
     assert meta["name"] == "default"
     assert meta["level_of_theory"].startswith("GFN2-xTB (tblite ")
     assert meta["units"] == {"energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"}
-    assert (Path(__file__).resolve().parents[1] / meta["generator"]).is_file()
+    assert (Path(__file__).resolve().parents[2] / meta["generator"]).is_file()
 
 
 def test_frame_counts_shapes_and_finite(meta, frames):

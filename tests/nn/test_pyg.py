@@ -367,7 +367,7 @@ def test_variant_off_attaches_nothing():
 
 # ------------------------------------------------------------------------------------------ README example
 def readme_block(heading: str) -> str:
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     start = text.index(heading)
     m = re.search(r"```python\n(.*?)```", text[start:], re.S)
     assert m, f"no python block after '{heading}'"

@@ -137,10 +137,7 @@ def test_plot_md(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """Two real (tiny) trained runs through the pipeline: MARA off and the direction-dependent 'paper' gate."""
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent))
     import tiny_backbone
 
     from mara_bench.config import RunConfig

@@ -17,7 +17,7 @@ from mara_bench.cli import main
 from mara_bench.errors import UserError
 from mara_bench.run import sweep as sw
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def _slow_saves() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 # checkpoint.save followed by a sleep of $SLOW_SAVE_S, so that a test can kill a run between two epochs
 SLOW_SAVE = ("import os, time; import mara_bench.run.checkpoint as C; _save = C.save; "

@@ -7,10 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
 import tiny_backbone  # noqa: E402
+import torch
 from tiny_backbone import TinyPairModel, make_lj_frames  # noqa: E402
 
 from mara_bench.backbone import TRAIN_DEFAULTS  # noqa: E402
@@ -19,7 +17,7 @@ from mara_bench.graph import build_graph  # noqa: E402
 from mara_bench.run.cost import budget_epochs, budget_options, epoch_flops, inference_flops, train_step_flops  # noqa: E402
 from mara_bench.run.train import check_options, train  # noqa: E402
 
-SCRIPT = str(Path(__file__).parent / "tiny_backbone.py")
+SCRIPT = str(Path(__file__).resolve().parents[1] / "tiny_backbone.py")
 
 
 def graphs(n, seed=0):

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 import tiny_backbone  # noqa: E402
 
-SCRIPT = str(Path(__file__).parent / "tiny_backbone.py")
+SCRIPT = str(Path(__file__).resolve().parents[1] / "tiny_backbone.py")
 
 
 @pytest.fixture(scope="module")
