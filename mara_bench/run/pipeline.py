@@ -83,6 +83,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def training_stats(ds, train_opts: dict[str, Any], seed: int, r_max: float):
+    """(statistics, training-frame indices) of a run: ``compute_stats`` of the training frames it trains on (the
+    seeded ``train.max_train_frames`` subset). Runs and timing (``mara_bench.timing.systems.stats_for``) use it."""
+    from ..data import compute_stats
+
+    idx = _subset(len(ds.splits["train"]), train_opts.get("max_train_frames"), seed)
+    stats = compute_stats(ds.splits["train"].subset(idx), r_max, (ds.meta or {}).get("isolated_atom_energies"))
+    return stats, idx
+
+
 def check_config(cfg) -> tuple[type, dict[str, Any], dict[str, Any]]:
     """The cheap checks of a run (no data read, nothing written): backbone and its packages, preset, override
     keys, train and model option values, dataset name or user files. Returns (backbone class, model options,
@@ -119,35 +129,42 @@ def prepare(cfg) -> Prepared:
     device = resolve_device(cfg.device)
     check_output_dir(cfg.output_dir)
 
-    from ..data import compute_stats, graphs_for, load_dataset
+    from ..data import graphs_for, load_dataset
 
     ds = load_dataset(cfg.dataset, cfg.split, cfg.data_dir, cfg.test)
     for name in ("train", "val"):
         if name not in ds.splits or len(ds.splits[name]) == 0:
             raise UserError(f"dataset '{cfg.dataset}' has no '{name}' frames; it cannot be used for training")
-    tr_idx = _subset(len(ds.splits["train"]), train_opts.get("max_train_frames"), cfg.seed)
+    stats, tr_idx = training_stats(ds, train_opts, cfg.seed, r_max)
     va_idx = _subset(len(ds.splits["val"]), train_opts.get("max_val_frames"), cfg.seed + 1)
     all_train = graphs_for(ds, "train", r_max)
     all_val = graphs_for(ds, "val", r_max)
-    stats = compute_stats(ds.splits["train"].subset(tr_idx), r_max, (ds.meta or {}).get("isolated_atom_energies"))
     test_graphs = {name: graphs_for(ds, name, r_max) for name in ds.test_sets()}
     return Prepared(cfg, cls, model_opts, train_opts, ds, stats, [all_train[i] for i in tr_idx],
                     [all_val[i] for i in va_idx], test_graphs, device, run_dir(cfg))
 
 
-def build_model(p: Prepared, dtype):
+def build_backbone_model(backbone_cls: type, model_opts: dict[str, Any], stats, mara, dtype, device: str, seed: int):
+    """The model a run trains: ``backbone_cls().build`` under ``dtype`` as torch's default dtype, right after
+    :func:`seed_everything` (``seed``), then moved to ``device`` and ``dtype``. ``mara`` is a ``MaraOptions``.
+    Training (:func:`build_model`) and timing (``mara_bench.timing.sweep.build_model``) both build through it."""
     import torch
-
-    from ..backbone import MaraOptions
 
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        seed_everything(p.cfg.seed)
-        model = p.backbone_cls().build(dict(p.model_opts), p.stats, MaraOptions.from_config(p.cfg), dtype)
+        seed_everything(seed)
+        model = backbone_cls().build(dict(model_opts), stats, mara, dtype)
     finally:
         torch.set_default_dtype(old)
-    return model.to(device=p.device, dtype=dtype)
+    return model.to(device=device, dtype=dtype)
+
+
+def build_model(p: Prepared, dtype):
+    from ..backbone import MaraOptions
+
+    return build_backbone_model(p.backbone_cls, p.model_opts, p.stats, MaraOptions.from_config(p.cfg), dtype,
+                                p.device, p.cfg.seed)
 
 
 def count_parameters(model) -> dict[str, int]:

@@ -152,6 +152,20 @@ def loss_terms(out: dict[str, torch.Tensor], batch: GraphBatch,
     return e_mse, f_mse
 
 
+def training_loss(out: dict[str, torch.Tensor], batch: GraphBatch, we: float, wf: float,
+                  energy_loss: str = "per_atom") -> torch.Tensor:
+    """The training loss of one batch: ``we`` · energy MSE + ``wf`` · force MSE (:func:`loss_terms`)."""
+    e_mse, f_mse = loss_terms(out, batch, energy_loss)
+    return we * e_mse + wf * f_mse
+
+
+def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, o: dict[str, Any]) -> None:
+    """Gradient-norm clipping (``train.grad_clip``, off when 0/None), then the optimizer step."""
+    if o.get("grad_clip"):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(o["grad_clip"]))
+    optimizer.step()
+
+
 def validate(model, graphs, batch_size, dtype, device, we, wf, energy_loss: str = "per_atom") -> dict[str, float]:
     """Weighted loss (the training loss's form, ``energy_loss`` included), energy MAE (meV/atom) and force MAE
     (meV/Å) on ``graphs`` (graph-/component-weighted)."""
@@ -191,10 +205,14 @@ def stage_of(o: dict[str, Any], epoch: int) -> int:
     return 2 if s2 is not None and epoch >= s2 else 1
 
 
-def _weights(o: dict[str, Any], epoch: int) -> tuple[float, float]:
+def loss_weights(o: dict[str, Any], epoch: int) -> tuple[float, float]:
+    """(energy weight, forces weight) of the 0-based ``epoch``: stage one's, or stage two's from its start."""
     if stage_of(o, epoch) == 2:
         return float(o["stage2_energy_weight"]), float(o["stage2_forces_weight"])
     return float(o["energy_weight"]), float(o["forces_weight"])
+
+
+_weights = loss_weights  # the old private name (tests/run/test_train.py imports it)
 
 
 def _write_log(path: Path, log: list[list[float]], o: dict[str, Any], flops_per_epoch: int | None = None) -> None:
@@ -255,7 +273,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
                   initial=start, total=n_epochs, dynamic_ncols=True)
     for epoch in epochs if stopped is None else []:
         t0, c0 = time.perf_counter(), time.process_time()
-        we, wf = _weights(o, epoch)
+        we, wf = loss_weights(o, epoch)
         if epoch > 0 and epoch == stage2_epoch(o):
             # new loss weights: losses before and after are not comparable, so forget the stage-one best state,
             # the scheduler's plateau memory (keeping the learning rate) and the early-stopping reference
@@ -273,8 +291,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
             optimizer.zero_grad(set_to_none=True)
             if batch is not None:
                 out = model(batch, compute_forces=batch.forces is not None, training=True)
-                e_mse, f_mse = loss_terms(out, batch, energy_loss)
-                loss = we * e_mse + wf * f_mse
+                loss = training_loss(out, batch, we, wf, energy_loss)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"training loss became {float(loss.detach())} at epoch {epoch + 1}, batch {b + 1} (lr "
@@ -282,9 +299,7 @@ def train(model: torch.nn.Module, train_graphs: list[FrameGraph], val_graphs: li
                         "lower train.lr (--set train.lr=...) or use --dtype float64")
                 loss.backward()
             ddp.allreduce_gradients(model, share)
-            if o.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(o["grad_clip"]))
-            optimizer.step()
+            clip_and_step(model, optimizer, o)
             if ema is not None:
                 ema.update(model)
             if batch is not None:
