@@ -29,32 +29,33 @@ def backbones() -> list[str]:
 
 
 def threads() -> None:
-    import torch
+    from mara_bench.run.pipeline import apply_thread_env
 
-    torch.set_num_threads(int(os.environ.get("MARA_BENCH_ASV_THREADS", "1")))
+    apply_thread_env("cpu", int(os.environ.get("MARA_BENCH_ASV_THREADS", "1")))
 
 
 def model_and_batch(backbone: str, variant: str, size: int):
-    """(model, batch, optimizer, train options) or NotImplementedError when the backbone is unavailable here."""
+    """(model, batch, optimizer, train options) as a run of this preset builds and trains them (through
+    ``mara_bench.timing.sweep``), or NotImplementedError when the backbone is unavailable here."""
     import torch
 
     from mara_bench.errors import UserError
-    from mara_bench.registry import get_backbone
-    from mara_bench.timing.sweep import build_model, make_optimizer
+    from mara_bench.run.pipeline import check_config
+    from mara_bench.run.train import make_optimizer
+    from mara_bench.timing.sweep import build_model, run_config_for
     from mara_bench.timing.systems import load_molecule, make_batch, stats_for
 
     threads()
     try:
-        cls = get_backbone(backbone)
-        preset = cls.preset(PRESET)
+        _, model_opts, train_opts = check_config(run_config_for(backbone, PRESET, variant))
     except (UserError, ImportError) as e:
         raise NotImplementedError(f"backbone '{backbone}' unavailable: {e}") from None
-    r_max = float(preset["model"].get("r_max", 5.0))
+    r_max = float(model_opts["r_max"])
     mol = load_molecule(MOLECULE, os.environ.get("MARA_BENCH_DATA"))
     batch, graphs = make_batch(mol, size, r_max, torch.float32)
-    stats, _ = stats_for(mol, graphs, r_max)
+    stats, _ = stats_for(mol, graphs, r_max, train_opts)
     try:
         model = build_model(backbone, PRESET, variant, stats, torch.float32, "cpu")
     except (ImportError, UserError) as e:
         raise NotImplementedError(f"backbone '{backbone}' cannot be built here: {e}") from None
-    return model, batch, make_optimizer(model, preset["train"]), preset["train"]
+    return model, batch, make_optimizer(model, train_opts), train_opts

@@ -23,8 +23,7 @@ class _Step:
         if self.mode == "inference":
             self.step = lambda: inference_step(model, batch)
         else:
-            fw = float(train_opts.get("forces_weight", 1000.0))
-            self.step = lambda: train_step(model, batch, opt, 1.0, fw, train_opts.get("grad_clip"))
+            self.step = lambda: train_step(model, batch, opt, train_opts)
         self.step()  # warm-up (lazy initialisation, allocator)
 
 

@@ -84,10 +84,11 @@ def apply_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def settings_from_args(args: argparse.Namespace):
     import os
 
-    from ..config import DTYPES, PRESETS, normalize_mara, parse_grid, parse_override
+    from ..config import DEVICES, DTYPES, PRESETS, normalize_mara, parse_grid, parse_override
     from ..errors import unknown
     from ..nn.mara import IMPLS
     from ..registry import backbone_entries
+    from ..run.pipeline import resolve_device
     from ..timing.measure import MODES
     from ..timing.sweep import SweepSettings
 
@@ -115,30 +116,15 @@ def settings_from_args(args: argparse.Namespace):
     bad = [k for k in overrides if not k.startswith("model.")]
     if bad:
         raise UserError(f"--set {bad[0]}: 'time' accepts only model.KEY=VALUE overrides")
-    device = resolve_device(args.device)
+    if args.device not in DEVICES and not str(args.device).startswith("cuda:"):  # the names a run accepts
+        raise unknown("device", args.device, DEVICES)
+    device = resolve_device(args.device)  # the run's: auto -> cuda or cpu; CUDA asked for but absent -> UserError
     return SweepSettings(
         backbone=args.backbone, variants=variants, preset=args.preset, device=device, dtype=args.dtype,
         sizes=parse_sizes(args.sizes), repeats=args.repeats, warmup=args.warmup, compile=args.compile, modes=modes,
         molecule=args.molecule, data_dir=args.data_dir or os.environ.get("MARA_BENCH_DATA") or None,
         mara_grid=parse_grid(args.mara_grid), mara_hidden=args.mara_hidden, mara_heads=args.mara_heads,
         max_step_s=args.max_step_s, model_overrides=overrides, mara_impls=impls, flops=not args.no_flops)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    d = str(device)
-    if d == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if d == "cpu":
-        return d
-    if d == "cuda" or d.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {d}: CUDA is not available here (torch.cuda.is_available() is False); use cpu")
-        return d
-    from ..errors import unknown
-
-    raise unknown("device", d, ("cpu", "cuda", "cuda:N", "auto"))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -67,24 +67,29 @@ def arms(variants: tuple[str, ...], impls: tuple[str, ...]) -> list[tuple[str, s
     return out
 
 
+def run_config_for(backbone: str, preset: str, variant: str, dtype: torch.dtype = torch.float32, mara_grid=(4, 8),
+                   mara_hidden: int = 32, mara_heads: int = 1, model_overrides: dict[str, Any] | None = None,
+                   seed: int = 0):
+    """The :class:`RunConfig` of a run that trains this model (its dataset is never read here: timing brings its
+    own systems). Options are resolved and checked from it exactly as for a run (``pipeline.check_config``)."""
+    from ..config import RunConfig
+
+    return RunConfig(backbone=backbone, mara=variant, mara_grid="{}x{}".format(*mara_grid), mara_hidden=mara_hidden,
+                     mara_heads=mara_heads, preset=preset, seed=seed, dtype=str(dtype).removeprefix("torch."),
+                     overrides=dict(model_overrides or {}))
+
+
 def build_model(backbone: str, preset: str, variant: str, stats, dtype: torch.dtype, device: str,
                 mara_grid=(4, 8), mara_hidden: int = 32, mara_heads: int = 1,
                 model_overrides: dict[str, Any] | None = None, seed: int = 0) -> torch.nn.Module:
+    """The model a run with these settings trains: options from ``pipeline.check_config``, built by
+    ``pipeline.build_backbone_model`` (same seed, default-dtype scope, device and dtype)."""
     from ..backbone import MaraOptions
-    from ..config import apply_overrides
-    from ..registry import get_backbone
+    from ..run.pipeline import build_backbone_model, check_config
 
-    cls = get_backbone(backbone)
-    opts = apply_overrides(cls.preset(preset)["model"], model_overrides or {}, "model", f"backbone '{backbone}'")
-    torch.manual_seed(seed)
-    mara = MaraOptions(variant=variant, grid=tuple(mara_grid), hidden=mara_hidden, heads=mara_heads)
-    return cls().build(opts, stats, mara, dtype).to(device)
-
-
-def model_r_max(backbone: str, preset: str) -> float:
-    from ..registry import get_backbone
-
-    return float(get_backbone(backbone).preset(preset)["model"].get("r_max", 5.0))
+    cfg = run_config_for(backbone, preset, variant, dtype, mara_grid, mara_hidden, mara_heads, model_overrides, seed)
+    cls, model_opts, _ = check_config(cfg)
+    return build_backbone_model(cls, model_opts, stats, MaraOptions.from_config(cfg), dtype, device, cfg.seed)
 
 
 def inference_step(model, batch: GraphBatch):
@@ -92,32 +97,26 @@ def inference_step(model, batch: GraphBatch):
     return out["energy"].detach(), out["forces"].detach()
 
 
-def train_step(model, batch: GraphBatch, optimizer, energy_weight=1.0, forces_weight=1000.0, grad_clip=10.0):
-    """Loss (per-atom energy MSE + force MSE against zero targets) + backward + clip + optimizer step."""
+def train_step(model, batch: GraphBatch, optimizer, train_opts: dict[str, Any]):
+    """One training step as ``run.train`` takes it: the training loss (``train.training_loss`` with the stage-one
+    weights, ``train.energy_loss``) against the batch's labels (zeros from ``make_batch``: the values do not change
+    the work), backward, then ``train.clip_and_step`` (``train.grad_clip``, the optimizer step). The EMA update of
+    the weights is not included."""
+    from ..run.train import clip_and_step, loss_weights, training_loss
+
     optimizer.zero_grad(set_to_none=True)
     out = model(batch, compute_forces=True, training=True)
-    e = out["energy"] / batch.num_atoms.to(out["energy"].dtype)
-    loss = energy_weight * (e**2).mean() + forces_weight * (out["forces"] ** 2).mean()
+    we, wf = loss_weights(train_opts, 0)
+    loss = training_loss(out, batch, we, wf, train_opts.get("energy_loss", "per_atom"))
     loss.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    clip_and_step(model, optimizer, train_opts)
     return loss.detach()
-
-
-def make_optimizer(model: torch.nn.Module, train_opts: dict[str, Any]) -> torch.optim.Optimizer:
-    name = str(train_opts.get("optimizer", "amsgrad"))
-    lr = 1e-4  # small: zero targets; the cost of a step does not depend on the learning rate
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr)
-    return torch.optim.Adam(model.parameters(), lr=lr, amsgrad=name == "amsgrad")
 
 
 def _call(v: Variant, mode: str, batch: GraphBatch, train_opts: dict[str, Any]):
     if mode == "inference":
         return lambda: inference_step(v.step_model, batch)
-    return lambda: train_step(v.step_model, batch, v.optimizer, 1.0, float(train_opts.get("forces_weight", 1000.0)),
-                              train_opts.get("grad_clip"))
+    return lambda: train_step(v.step_model, batch, v.optimizer, train_opts)
 
 
 # ------------------------------------------------------------------------------------------------ sweep
@@ -144,6 +143,7 @@ class SweepSettings:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     mara_impls: tuple[str, ...] = ("folded",)  # paper is timed once per implementation (mara.IMPLS)
     flops: bool = True  # count FLOPs per variant and mode (one extra untimed call each)
+    seed: int = 0  # models are built as a run with this seed builds them (pipeline.build_backbone_model)
 
 
 def _row(s: SweepSettings, variant: str, mode: str, size: int, batch: GraphBatch, status="ok", note="",
@@ -174,13 +174,15 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None,
 
     Every variant (and every MARA implementation of ``paper``) is a separate model built from the same seed;
     repeats interleave all of them, so ratios (× off, × reference) are paired."""
-    from ..registry import get_backbone
+    from ..run.pipeline import check_config
+    from ..run.train import make_optimizer
 
     dtype = getattr(torch, s.dtype)
-    r_max = model_r_max(s.backbone, s.preset)
-    train_opts = get_backbone(s.backbone).preset(s.preset)["train"]
+    _, model_opts, train_opts = check_config(run_config_for(s.backbone, s.preset, "off", dtype,
+                                                            model_overrides=s.model_overrides, seed=s.seed))
+    r_max = float(model_opts["r_max"])  # with --set model.r_max the graphs follow the model
     batch_cpu, graphs = make_batch(mol, size, r_max, dtype)
-    stats, stats_kind = stats_for(mol, graphs, r_max)
+    stats, stats_kind = stats_for(mol, graphs, r_max, train_opts, s.seed)
     batch = batch_cpu.to(s.device, dtype)
     arm_list = arms(s.variants, s.mara_impls)
     keys = [a[0] for a in arm_list]
@@ -198,7 +200,7 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None,
     try:
         for k, v, impl in arm_list:
             model = build_model(s.backbone, s.preset, v, stats, dtype, s.device, s.mara_grid, s.mara_hidden,
-                                s.mara_heads, s.model_overrides)
+                                s.mara_heads, s.model_overrides, s.seed)
             if impl is not None:
                 set_mara_impl(model, impl)
             step_model = torch.compile(model) if s.compile else model

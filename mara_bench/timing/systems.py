@@ -1,11 +1,11 @@
-"""Systems for timing: molecules (dataset frames, ASE molecules, npz files) batched to a target atom count, and the
-statistics models are built with (real when the data layer can compute them, else synthetic). See timing.sweep.
+"""Systems for timing: molecules (dataset frames, ASE molecules, npz files) batched to a target atom count, with zero
+energy and force labels (the loss's work does not depend on their values), and the statistics models are built with
+(the dataset's for a dataset molecule, else synthetic). See timing.sweep.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,8 +56,7 @@ def _from_npz(path: str, max_frames: int = 512) -> Molecule:
 def load_molecule(spec: str = "default", data_dir: str | None = None) -> Molecule:
     """``ase:NAME`` (ASE g2 molecule), a path to an npz/extxyz file, or a dataset name of the data layer.
 
-    ``default`` is the embedded default dataset; while the data layer is not installed it falls back to
-    ``ase:C6H6`` (the result's ``molecule`` field says which was used).
+    ``default`` is the embedded default dataset (ethanol).
     """
     import os
 
@@ -76,11 +75,8 @@ def load_molecule(spec: str = "default", data_dir: str | None = None) -> Molecul
         n = len(atoms[0])
         frames = [(a.numbers.astype(np.int64), a.positions.astype(np.float64)) for a in atoms if len(a) == n]
         return Molecule(spec, "file", frames)
-    load_dataset = _data_api("load_dataset")  # the data layer (may be missing in this version)
-    if load_dataset is None:
-        if spec == "default":
-            return _from_ase("C6H6")
-        raise UserError(f"--molecule '{spec}': the dataset layer is not available; use ase:NAME or a file path") from None
+    from ..data import load_dataset
+
     ds = load_dataset(spec, data_dir=data_dir)
     fr = ds.splits["train"]
     ptr = np.asarray(fr.ptr)
@@ -92,66 +88,37 @@ def load_molecule(spec: str = "default", data_dir: str | None = None) -> Molecul
 
 
 def make_batch(mol: Molecule, n_atoms: int, r_max: float, dtype: torch.dtype) -> tuple[GraphBatch, list[FrameGraph]]:
-    """round(n_atoms / molecule size) copies (>= 1) of the molecule's frames, cycled, as one batch."""
+    """round(n_atoms / molecule size) copies (>= 1) of the molecule's frames, cycled, as one batch with zero energy
+    and force labels (a training step's loss needs labels; their values do not change the work)."""
     copies = max(1, int(round(n_atoms / mol.n_atoms)))
     cache: dict[int, FrameGraph] = {}
     graphs = []
     for k in range(copies):
         i = k % len(mol.frames)
         if i not in cache:
-            cache[i] = build_graph(*mol.frames[i], r_max=r_max, index=i)
+            numbers, positions = mol.frames[i]
+            cache[i] = build_graph(numbers, positions, r_max=r_max, energy=0.0, forces=np.zeros_like(positions),
+                                   index=i)
         graphs.append(cache[i])
     return collate(graphs, dtype=dtype), graphs
 
 
-@dataclass
-class SyntheticStats:
-    """Stand-in for ``mara_bench.data.stats.DatasetStats`` when no dataset statistics are available."""
+def synthetic_stats(mol: Molecule, graphs: list[FrameGraph]):
+    """``DatasetStats`` built from the molecule (elements, measured neighbour count; E0 = 0, unit scales)."""
+    from ..data.stats import DatasetStats
 
-    elements: list[int]
-    e0s: dict[int, float]
-    avg_num_neighbors: float
-    energy_per_atom_mean: float = 0.0
-    energy_per_atom_std: float = 1.0
-    force_rms: float = 1.0
-    n_frames: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _data_api(name: str):
-    """``mara_bench.data.<name>`` (or ``mara_bench.data.stats.<name>``); None while the data layer lacks it."""
-    import importlib
-
-    for mod in ("mara_bench.data", "mara_bench.data.stats"):
-        try:
-            obj = getattr(importlib.import_module(mod), name, None)
-        except ImportError:
-            continue
-        if obj is not None:
-            return obj
-    return None
-
-
-def synthetic_stats(mol: Molecule, graphs: list[FrameGraph]) -> Any:
-    """Stats built from the molecule (elements, measured neighbour count; E0 = 0, unit scales)."""
     elements = sorted({int(z) for z in mol.frames[0][0]})
     avg = float(np.mean([g.edge_index.shape[1] / max(1, len(g.numbers)) for g in graphs]))
-    values = {"elements": elements, "e0s": {z: 0.0 for z in elements}, "avg_num_neighbors": avg,
-              "energy_per_atom_mean": 0.0, "energy_per_atom_std": 1.0, "force_rms": 1.0, "n_frames": len(graphs)}
-    DatasetStats = _data_api("DatasetStats")
-    if DatasetStats is not None and dataclasses.is_dataclass(DatasetStats):
-        names = {f.name for f in dataclasses.fields(DatasetStats)}
-        try:
-            return DatasetStats(**{k: v for k, v in values.items() if k in names})
-        except TypeError:
-            pass
-    return SyntheticStats(**values)
+    return DatasetStats(elements=elements, e0s={z: 0.0 for z in elements}, avg_num_neighbors=avg,
+                        energy_per_atom_mean=0.0, energy_per_atom_std=1.0, force_rms=1.0, n_frames=len(graphs))
 
 
-def stats_for(mol: Molecule, graphs: list[FrameGraph], r_max: float) -> tuple[Any, str]:
-    """(stats, kind): real dataset statistics where possible, else synthetic ones."""
-    compute_stats = _data_api("compute_stats")
-    if mol.dataset is not None and compute_stats is not None:
-        meta = getattr(mol.dataset, "meta", {}) or {}
-        return compute_stats(mol.dataset.splits["train"], r_max, meta.get("isolated_atom_energies")), "dataset"
+def stats_for(mol: Molecule, graphs: list[FrameGraph], r_max: float, train_opts: dict[str, Any] | None = None,
+              seed: int = 0):
+    """(stats, kind): for a dataset molecule the statistics a run with ``train_opts`` and ``seed`` builds its model
+    with (``pipeline.training_stats``), else :func:`synthetic_stats`; kind is "dataset" or "synthetic"."""
+    if mol.dataset is not None:
+        from ..run.pipeline import training_stats
+
+        return training_stats(mol.dataset, train_opts or {}, seed, r_max)[0], "dataset"
     return synthetic_stats(mol, graphs), "synthetic"
