@@ -241,15 +241,10 @@ def peak_memory_of(fn: Callable[[], Any], device="cpu") -> tuple[float, float | 
 
 def is_oom(exc: BaseException) -> bool:
     """True for out-of-memory errors (CUDA OOM, CPU allocator failures, MemoryError)."""
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
+    import torch
 
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):
-        pass
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):  # the class exists without CUDA too
+        return True
     msg = str(exc).lower()
     return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
                                               or "not enough memory" in msg)

@@ -132,6 +132,7 @@ def test_oom_classification():
     assert timing.is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert timing.is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate memory"))
     assert timing.is_oom(MemoryError())
+    assert timing.is_oom(torch.cuda.OutOfMemoryError("allocator says no"))  # by class, with or without CUDA
     assert not timing.is_oom(RuntimeError("shape mismatch"))
 
 
