@@ -27,7 +27,7 @@ import torch
 
 from mara_bench.errors import UserError
 from mara_bench.model import EdgeContext as EdgeGeometry
-from mara_bench.model import EnergyModel
+from mara_bench.model import EnergyModel, MaraSeam
 
 
 class EdgeVectorTap(torch.nn.Module):
@@ -43,29 +43,19 @@ class EdgeVectorTap(torch.nn.Module):
         return self.sh(vectors)
 
 
-class MaraConvTP(torch.nn.Module):
+class MaraConvTP(MaraSeam):
     """Wraps one interaction block's ``conv_tp``: original tensor product, then MARA on its [E, D] output."""
 
+    owner = "MACEEnergyModel (the EdgeVectorTap on model.spherical_harmonics records this forward's edges)"
+
     def __init__(self, conv_tp: torch.nn.Module, mara: torch.nn.Module, geometry: EdgeGeometry) -> None:
-        super().__init__()
-        self.tp = conv_tp
-        self.mara = mara
-        self.geometry = geometry
-        # attributes MACE code may read from a conv_tp
-        self.irreps_in1 = getattr(conv_tp, "irreps_in1", None)
-        self.irreps_in2 = getattr(conv_tp, "irreps_in2", None)
-        self.irreps_out = getattr(conv_tp, "irreps_out", None)
-        self.weight_numel = getattr(conv_tp, "weight_numel", None)
+        # keep: the attributes MACE code may read from a conv_tp
+        super().__init__("tp", conv_tp, mara, geometry,
+                         keep=("irreps_in1", "irreps_in2", "irreps_out", "weight_numel"))
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         m = self.tp(*args, **kwargs)
-        vectors = self.geometry.vectors
-        if vectors is None or vectors.shape[0] != m.shape[0]:
-            raise RuntimeError(
-                "MaraConvTP: no edge vectors recorded for this forward pass (the EdgeVectorTap on "
-                "model.spherical_harmonics did not run, or the edge count differs)"
-            )
-        messages, _gates = self.mara(m, -vectors)  # spec direction d = p_sender - p_receiver
+        messages, _gates = self.mara(m, -self.edge_vectors(m))  # spec direction d = p_sender - p_receiver
         return messages
 
 

@@ -31,7 +31,7 @@ import torch
 
 from mara_bench.backbone import check_model_keys
 from mara_bench.errors import UserError
-from mara_bench.model import EdgeContext, EnergyModel
+from mara_bench.model import EdgeContext, EnergyModel, MaraSeam
 
 # model options accepted by this adapter (passed to nequip.model.NequIPGNNModel unless noted)
 MODEL_KEYS = {
@@ -104,20 +104,17 @@ def isolated_nequip_state():
 
 # ----------------------------------------------------------------------------- the MARA seam
 
-class MaraTensorProduct(torch.nn.Module):
+class MaraTensorProduct(MaraSeam):
     """Wraps a ``TensorProductScatter.tp``: ``m = tp(x_j, Y(r_ij), w(r_ij))``, then ``m' = MARA(m, d_e)``."""
 
+    owner = "NequIPEnergyModel"
+
     def __init__(self, tp: torch.nn.Module, mara: torch.nn.Module, context: EdgeContext):
-        super().__init__()
-        self.tp = tp
-        self.mara = mara
-        self.context = context
-        self.weight_numel = tp.weight_numel
+        super().__init__("tp", tp, mara, context, keep=("weight_numel",))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         messages = self.tp(x, y, weight)
-        vectors = self.context.require(messages.shape[0], messages.dtype, "NequIPEnergyModel")
-        gated, _ = self.mara(messages, vectors)
+        gated, _ = self.mara(messages, self.edge_vectors(messages))
         return gated
 
 

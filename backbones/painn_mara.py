@@ -25,7 +25,7 @@ import torch
 
 from mara_bench.backbone import check_model_keys
 from mara_bench.errors import UserError
-from mara_bench.model import EdgeContext, EnergyModel
+from mara_bench.model import EdgeContext, EnergyModel, MaraSeam
 
 MODEL_KEYS = {
     "r_max": "cutoff radius, Å (cosine cutoff)",
@@ -42,15 +42,13 @@ DEFAULTS = {"n_atom_basis": 128, "n_interactions": 3, "n_rbf": 20, "radial_basis
 
 
 
-class MaraPaiNNInteraction(torch.nn.Module):
+class MaraPaiNNInteraction(MaraSeam):
     """Gate PaiNN's per-edge scalar and vector messages with MARA, then run the original interaction."""
 
+    owner = "PaiNNEnergyModel"
+
     def __init__(self, interaction: torch.nn.Module, mara: torch.nn.Module, context: EdgeContext):
-        super().__init__()
-        self.interaction = interaction
-        self.mara = mara
-        self.context = context
-        self.n_atom_basis = interaction.n_atom_basis
+        super().__init__("interaction", interaction, mara, context, keep=("n_atom_basis",))
 
     def messages(self, q, mu, Wij, dir_ij, idx_j) -> torch.Tensor:
         """m_ij = [dq_ij (F) | dmu_ij (3F, xyz-major)] — the terms PaiNNInteraction sums over j."""
@@ -60,15 +58,12 @@ class MaraPaiNNInteraction(torch.nn.Module):
         return torch.cat([dq.squeeze(1), dmu.reshape(dmu.shape[0], -1)], dim=-1)
 
     def forward(self, q, mu, Wij, dir_ij, idx_i, idx_j, n_atoms):
-        vectors = self.context.require(Wij.shape[0], Wij.dtype, "PaiNNEnergyModel")
         m = self.messages(q, mu, Wij, dir_ij, idx_j)
-        _, gates = self.mara(m, vectors.to(m.dtype))  # gates [E, 1]
+        _, gates = self.mara(m, self.edge_vectors(m))  # gates [E, 1]
         return self.interaction(q, mu, Wij * (1.0 + gates)[:, :, None], dir_ij, idx_i, idx_j, n_atoms)
 
 
 class PaiNNEnergyModel(EnergyModel):
-    keep_shifts_float64 = False  # TODO(issue 17): .to(float32) rounds PaiNN's shifts (SchNet's are kept float64)
-
     def __init__(self, representation, head, elements, shifts, scale: float, r_max: float, context: EdgeContext):
         super().__init__()
         self.representation = representation

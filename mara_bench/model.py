@@ -38,7 +38,6 @@ class EnergyModel(torch.nn.Module):
 
     r_max: float = 5.0
     elements: list[int]
-    keep_shifts_float64: bool = True  # see _apply
 
     def forward(self, batch: GraphBatch, compute_forces: bool = True, training: bool = False) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -77,7 +76,7 @@ class EnergyModel(torch.nn.Module):
 
     def _apply(self, fn, recurse=True):
         """``.to(float32)`` etc. move the per-element shifts but keep them float64."""
-        shifts = self._buffers.get("shift_of_z") if self.keep_shifts_float64 else None
+        shifts = self._buffers.get("shift_of_z")
         out = super()._apply(fn, recurse)
         if shifts is not None:
             self.shift_of_z = shifts.to(device=self.shift_of_z.device, dtype=torch.float64)
@@ -126,3 +125,25 @@ class EdgeContext:
         if v is None or v.shape[0] != n_edges:
             raise RuntimeError(f"MARA wrapper called without this forward's edge vectors (use {model})")
         return v.to(dtype)
+
+
+class MaraSeam(torch.nn.Module):
+    """Base of a backbone's MARA seam: wraps one submodule of the upstream model (registered under the attribute
+    name ``attr``, so the wrapped part's state_dict keys are ``<attr>.*``), holds the MARA module and the model's
+    :class:`EdgeContext`, and copies the attributes upstream code reads from the wrapped module (``keep``).
+    Subclasses write ``forward``: call the wrapped module, gate with ``self.mara(m, self.edge_vectors(m))``."""
+
+    owner = "its EnergyModel"  # named in the error when the seam runs outside the model's forward
+
+    def __init__(self, attr: str, inner: torch.nn.Module, mara: torch.nn.Module, context: EdgeContext,
+                 keep: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        setattr(self, attr, inner)
+        self.mara = mara
+        self.context = context
+        for name in keep:
+            setattr(self, name, getattr(inner, name, None))
+
+    def edge_vectors(self, like: torch.Tensor) -> torch.Tensor:
+        """This forward's edge vectors d_e = p_sender - p_receiver [E, 3], in ``like``'s dtype (E = like.shape[0])."""
+        return self.context.require(like.shape[0], like.dtype, self.owner)

@@ -284,6 +284,6 @@ def test_training_mode_forces_are_differentiable_and_batch_untouched():
 def test_deepcopy_keeps_one_shared_edge_geometry():
     model = copy.deepcopy(build("paper"))
     geo = model.mace.spherical_harmonics.geometry
-    assert all(b.conv_tp.geometry is geo for b in model.mace.interactions)
+    assert all(b.conv_tp.context is geo for b in model.mace.interactions)
     model(molecules())
     assert geo.vectors is None  # released after the forward pass
