@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 from mara_bench.backbone import Backbone
 
+from ._schnetpack_compat import SCHNETPACK_MD17_TRAIN
+
 
 class SchNetBackbone(Backbone):
     name: ClassVar[str] = "schnet"
@@ -39,11 +41,7 @@ class SchNetBackbone(Backbone):
         "paper": {
             "model": {"r_max": 5.0, "hidden_channels": 64, "num_filters": 64, "num_interactions": 3,
                       "num_gaussians": 51},
-            "train": {"batch_size": 10, "max_train_frames": 950, "max_val_frames": 50, "max_epochs": 2000,
-                      "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.0,
-                      "energy_weight": 0.01, "forces_weight": 0.99, "energy_loss": "total",
-                      "scheduler": "plateau", "scheduler_patience": 75, "scheduler_factor": 0.5,
-                      "ema_decay": 0.995, "early_stopping_patience": 200, "grad_clip": None},
+            "train": dict(SCHNETPACK_MD17_TRAIN),
         },
     }
 

@@ -241,6 +241,20 @@ def _train_log(path) -> dict[str, np.ndarray] | None:
     return col
 
 
+
+def _label(ax, xlabel: str, ylabel: str, xlog: bool = False, ylog: bool = False) -> None:
+    """Axis labels, optional log scales (no minor tick labels on a log x axis) and a light grid."""
+    if xlog:
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if ylog:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+
 def learning_curves(runs) -> bytes | None:
     """Validation force MAE vs cumulative training FLOPs (left) and vs cumulative training wall time (right): a line
     per run (thin, seeds), the median over seeds per variant (bold, on the FLOP grid of the epochs they share)."""
@@ -265,15 +279,8 @@ def learning_curves(runs) -> bytes | None:
             med_x = np.median([log[x][:n] for log in logs], axis=0)
             med_y = np.median([log["val_force_mae_mev_A"][:n] for log in logs], axis=0)
             ax.plot(med_x, med_y, color=c, lw=2.2, label=f"{label} (n={len(logs)})")
-    from matplotlib.ticker import NullFormatter
-
     for ax, xl in zip(axes, ("cumulative training FLOPs", "cumulative training wall time (s)"), strict=True):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(xl)
-        ax.set_ylabel("validation force MAE (meV/Å)")
-        ax.grid(alpha=0.3, which="both")
+        _label(ax, xl, "validation force MAE (meV/Å)", xlog=True, ylog=True)
     axes[0].legend(fontsize=7)
     fig.suptitle("learning curves: thin = one seed, bold = median over seeds (wall time depends on machine load)",
                  fontsize=9)
@@ -308,12 +315,7 @@ def pareto(runs, set_name: str = "test") -> bytes | None:
     for i, xl in enumerate(("inference ms / structure (E+F, measured)", "inference FLOPs / structure (counted)")):
         x = allx[:, i][np.isfinite(allx[:, i]) & (allx[:, i] > 0)]
         for j, yl in enumerate((f"{set_name} force MAE (meV/Å)", f"{set_name} P99 atom force error (meV/Å)")):
-            ax = axes[j][i]
-            if len(x) and x.max() > 10 * x.min():  # log only where the costs span a decade
-                ax.set_xscale("log")
-            ax.set_xlabel(xl)
-            ax.set_ylabel(yl)
-            ax.grid(alpha=0.3, which="both")
+            _label(axes[j][i], xl, yl, xlog=bool(len(x)) and x.max() > 10 * x.min())  # log where costs span a decade
     axes[0][0].legend(fontsize=7)
     fig.suptitle("accuracy vs inference cost (lower left is better)", fontsize=9)
     return png_bytes(fig)
