@@ -135,8 +135,8 @@ def main(args: argparse.Namespace) -> int:
 
     s = settings_from_args(args)
     apply_thread_env(s.device, args.threads)  # --threads, else $MARA_BENCH_THREADS (as run, md and sweeps do)
-    from ..timing.measure import floor_summary, format_table, plot_timing, write_results
     from ..timing.sweep import run_sweep
+    from ..timing.tables import floor_summary, format_table, plot_timing, write_results
 
     result = run_sweep(s, command=" ".join(["python -m mara_bench"] + sys.argv[1:]), progress=not args.quiet)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{s.backbone}-{s.preset}-{s.device.replace(':', '')}"

@@ -14,6 +14,7 @@ from mara_bench.backbone import Backbone
 from mara_bench.model import EnergyModel
 from mara_bench.registry import BACKBONE_GROUP, register, unregister
 from mara_bench.timing import measure as timing
+from mara_bench.timing import tables
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA path: torch.cuda.is_available() is False here")
 
@@ -157,7 +158,7 @@ def test_sweep_rows_schema_and_paired_ratios(tmp_path):
         assert (r["ns_per_day"] is None) == (r["mode"] == "train")
         assert r["peak_mem_mb"] > 0
         assert len(r["cpu_times_ms"]) == 3 and r["cpu_median_ms"] > 0 and r["cpu_overhead_vs_off"] > 0
-    j, c = timing.write_results(res, tmp_path, "stamp")
+    j, c = tables.write_results(res, tmp_path, "stamp")
     again = json.loads(j.read_text())
     assert timing.validate_timing(again) == []
     lines = c.read_text().splitlines()
@@ -186,7 +187,7 @@ def test_validator_rejects_broken_results():
     with pytest.raises(ValueError, match="environment"):
         timing.check_timing(bad)
     with pytest.raises(ValueError):
-        timing.write_results(bad, "/nonexistent-never-written", "x")
+        tables.write_results(bad, "/nonexistent-never-written", "x")
 
 
 def test_oom_size_is_skipped_with_a_note():
@@ -197,17 +198,17 @@ def test_oom_size_is_skipped_with_a_note():
     assert all(r["status"] == "ok" for r in small)
     assert big and all(r["status"] == "skipped" and "out of memory" in r["note"] for r in big)
     assert all(r["median_ms"] is None for r in big)
-    assert "skipped" in timing.format_table(res["rows"])
+    assert "skipped" in tables.format_table(res["rows"])
 
 
 def test_plot_timing_writes_png(tmp_path):
     res = small_sweep(variants=("off", "control"))
-    _, c = timing.write_results(res, tmp_path, "p")
-    png = timing.plot_timing(c, tmp_path / "t.png")
+    _, c = tables.write_results(res, tmp_path, "p")
+    png = tables.plot_timing(c, tmp_path / "t.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import pandas as pd
 
-    timing.plot_timing(pd.DataFrame(res["rows"]), tmp_path / "t2.png")
+    tables.plot_timing(pd.DataFrame(res["rows"]), tmp_path / "t2.png")
     assert (tmp_path / "t2.png").stat().st_size > 1000
 
 
