@@ -12,11 +12,11 @@ import pytest
 import torch
 from mara_bench_backbones.nequip import NequIPBackbone
 from mara_bench_backbones.nequip_mara import MaraTensorProduct, scalar_slice
+from smoke_models import smoke_tools
 
 from mara_bench.backbone import MaraOptions
 from mara_bench.errors import UserError
-from mara_bench.graph import collate
-from mara_bench.testing import BackboneTestKit, KitStats, random_molecule
+from mara_bench.testing import BackboneTestKit, KitStats
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("nequip") is None, reason="nequip is not installed")
 
@@ -25,17 +25,7 @@ class TestNequIPKit(BackboneTestKit):
     backbone = "nequip"
 
 
-SMOKE = NequIPBackbone.preset("smoke")["model"]
-
-
-def build(variant="off", dtype=torch.float64, seed=0, **over):
-    torch.manual_seed(seed)
-    return NequIPBackbone().build({**SMOKE, **over}, KitStats(), MaraOptions(variant=variant), dtype)
-
-
-def batch(n=2, dtype=torch.float64):
-    rng = np.random.default_rng(3)
-    return collate([random_molecule(k, rng, SMOKE["r_max"]) for k in (5, 6)[:n]], dtype=dtype)
+SMOKE, build, batch = smoke_tools(NequIPBackbone, batch_seed=3)
 
 
 def test_global_state_is_isolated():

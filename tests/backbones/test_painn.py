@@ -11,11 +11,11 @@ import pytest
 import torch
 from mara_bench_backbones.painn import PaiNNBackbone
 from mara_bench_backbones.painn_mara import MaraPaiNNInteraction
+from smoke_models import smoke_tools
 
 from mara_bench.backbone import MaraOptions
 from mara_bench.errors import UserError
-from mara_bench.graph import collate
-from mara_bench.testing import BackboneTestKit, KitStats, random_molecule
+from mara_bench.testing import BackboneTestKit, KitStats
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("schnetpack") is None, reason="schnetpack is not installed")
 
@@ -24,17 +24,7 @@ class TestPaiNNKit(BackboneTestKit):
     backbone = "painn"
 
 
-SMOKE = PaiNNBackbone.preset("smoke")["model"]
-
-
-def build(variant="off", dtype=torch.float64, seed=0, **over):
-    torch.manual_seed(seed)
-    return PaiNNBackbone().build({**SMOKE, **over}, KitStats(), MaraOptions(variant=variant), dtype)
-
-
-def batch(dtype=torch.float64):
-    rng = np.random.default_rng(4)
-    return collate([random_molecule(k, rng, SMOKE["r_max"]) for k in (5, 6)], dtype=dtype)
+SMOKE, build, batch = smoke_tools(PaiNNBackbone)
 
 
 def test_schnetpack_shim_is_small_and_harmless():

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch_geometric") is N
                                 reason="torch-geometric is not installed")
 
 from mara_bench_backbones.schnet import SchNetBackbone  # noqa: E402
+from smoke_models import smoke_tools  # noqa: E402
 
 from mara_bench.backbone import MaraOptions  # noqa: E402
 from mara_bench.errors import UserError  # noqa: E402
@@ -24,17 +25,7 @@ class TestSchNetKit(BackboneTestKit):
     backbone = "schnet"
 
 
-SMOKE = SchNetBackbone.preset("smoke")["model"]
-
-
-def build(variant="off", dtype=torch.float64, seed=0, **over):
-    torch.manual_seed(seed)
-    return SchNetBackbone().build({**SMOKE, **over}, KitStats(), MaraOptions(variant=variant), dtype)
-
-
-def batch(dtype=torch.float64):
-    rng = np.random.default_rng(4)
-    return collate([random_molecule(k, rng, SMOKE["r_max"]) for k in (5, 6)], dtype=dtype)
+SMOKE, build, batch = smoke_tools(SchNetBackbone)
 
 
 def test_off_is_pyg_schnet_with_the_batch_edges():
