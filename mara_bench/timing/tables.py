@@ -112,13 +112,10 @@ def plot_timing(csv_or_df, out_png: str | os.PathLike) -> Path:
     ``csv_or_df``: a timing CSV/JSON path written by ``mara_bench time`` or a DataFrame of its rows.
     Error bars are the inter-quartile range. Skipped rows are left out. Returns the PNG path (atomic write).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from ..analysis.plots import png_bytes, pyplot
     from ..atomic import atomic_write_bytes
 
+    plt = pyplot()
     df = _load_rows(csv_or_df)
     df = df[df["status"] == "ok"]
     modes = [m for m in MODES if m in set(df["mode"])] or list(MODES)
@@ -139,7 +136,4 @@ def plot_timing(csv_or_df, out_png: str | os.PathLike) -> Path:
         if len(sub):
             ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write_bytes(out_png, buf.getvalue())
+    return atomic_write_bytes(out_png, png_bytes(fig))

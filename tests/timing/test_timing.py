@@ -212,6 +212,21 @@ def test_plot_timing_writes_png(tmp_path):
     assert (tmp_path / "t2.png").stat().st_size > 1000
 
 
+def test_plot_timing_uses_the_one_matplotlib_helper(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from mara_bench.analysis import plots
+
+    figs = []
+    real = plots.png_bytes
+    monkeypatch.setattr(plots, "png_bytes", lambda fig, *a, **k: figs.append(fig) or real(fig, *a, **k))
+    df = pd.DataFrame([{"backbone": "b", "variant": v, "mode": m, "status": "ok", "n_atoms": n, "median_ms": t,
+                        "q25_ms": 0.9 * t, "q75_ms": 1.1 * t} for v in ("off", "paper") for m in ("inference", "train")
+                       for n, t in ((10, 1.0), (100, 8.0))])
+    png = tables.plot_timing(df, tmp_path / "p.png")
+    assert len(figs) == 1 and png.read_bytes()[:4] == b"\x89PNG"
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 
 
