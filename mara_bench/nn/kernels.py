@@ -34,74 +34,109 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 def _cen(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return x - x.mean(dim, keepdim=True)
 
 
-# ---------------------------------------------------------------------------------------------- wide batched products
-# On the CPU a batched matmul whose output has a short last dimension ([E, K, 5] = [E, K, K] @ [E, K, 5]) runs at a
-# fraction of the speed of the same product written with a long last dimension ([E, 5, K] = [E, 5, K] @ [E, K, K]ᵀ).
-# The coefficient tensors are therefore kept "coefficient-major" ([E, r, K]), and the three products of the
-# attention are autograd Functions whose backward passes are the same three products again (so first *and*
-# second derivatives keep the fast layout; their backward is differentiable, which force training needs).
+# ------------------------------------------------------------------------------------------------ attention core
+# The only tensors with K² entries per edge are the scores S = Lᵀ Xw and the softmax P. Kept by autograd they go
+# to main memory (the step's dominant traffic, and first-touch page faults of fresh allocations); here the attention
+# core Y = X Pᵀ is one autograd Function that saves only its [N, r, K] inputs and recomputes P block by block of
+# edges, small enough that every [n, K, K] temporary of a block stays in the cache. Its backward is a second
+# Function whose own backward (the double backward force training needs) is derived by hand below, so first and
+# second derivatives both stay blockwise; the result is the same algebra, so values and derivatives are equal up
+# to rounding.
+
+CORE_BLOCK_BYTES = 1 << 19  # bytes of one [n, K, K] temporary of the attention core's blocks (several are live)
 
 
-class _OuterT(torch.autograd.Function):
-    """S = Aᵀ B: A, B [N, r, K] -> [N, K, K]."""
-
-    @staticmethod
-    def forward(ctx, a, b):
-        a, b = a.contiguous(), b.contiguous()  # a sliced operand would take a slow batched-GEMM path
-        ctx.save_for_backward(a, b)
-        return torch.bmm(a.transpose(1, 2), b)
-
-    @staticmethod
-    def backward(ctx, ds):
-        a, b = ctx.saved_tensors
-        return (_RightT.apply(b, ds) if ctx.needs_input_grad[0] else None,
-                _Right.apply(a, ds) if ctx.needs_input_grad[1] else None)
+def _blocks(N: int, K: int, itemsize: int):
+    n = max(8, CORE_BLOCK_BYTES // (K * K * itemsize))
+    return [slice(i, min(i + n, N)) for i in range(0, N, n)]
 
 
-class _Right(torch.autograd.Function):
-    """Y = A P: A [N, r, K], P [N, K, K] -> [N, r, K]."""
-
-    @staticmethod
-    def forward(ctx, a, p):
-        ctx.save_for_backward(a, p)
-        return torch.bmm(a, p)
-
-    @staticmethod
-    def backward(ctx, dy):
-        a, p = ctx.saved_tensors
-        return (_RightT.apply(dy, p) if ctx.needs_input_grad[0] else None,
-                _OuterT.apply(a, dy) if ctx.needs_input_grad[1] else None)
+def _probs(L, Xw):
+    """P = softmax_j(Lᵀ Xw) for one block: L, Xw [n, a, K] -> [n, K, K]."""
+    return torch.softmax(torch.bmm(L.transpose(1, 2), Xw), dim=-1)
 
 
-class _RightT(torch.autograd.Function):
-    """Y = A Pᵀ: A [N, r, K], P [N, K, K] -> [N, r, K]."""
+def _score_grad(P, X, dY):
+    """G_kj = dY_k·X_j − δ_k with δ_k = dY_k·Y_k, Y = X Pᵀ (so that ∂/∂S = P ⊙ G): [n, K, K]."""
+    delta = (dY * torch.bmm(X, P.transpose(1, 2))).sum(1)  # Σ_j P_kj (dY_k·X_j) without a K² reduction
+    return torch.baddbmm(delta.unsqueeze(-1).neg(), dY.transpose(1, 2), X)
+
+
+class _Attention(torch.autograd.Function):
+    """Y = X Pᵀ with P = softmax_j(Lᵀ Xw): L, Xw [N, a, K], X [N, r, K] -> Y [N, r, K]."""
 
     @staticmethod
-    def forward(ctx, a, p):
-        ctx.save_for_backward(a, p)
-        return torch.bmm(a, p.transpose(1, 2))
+    def forward(ctx, L, Xw, X):
+        L, Xw, X = L.contiguous(), Xw.contiguous(), X.contiguous()
+        Y = torch.empty_like(X)
+        for b in _blocks(*X.shape[::2], X.element_size()):
+            torch.bmm(X[b], _probs(L[b], Xw[b]).transpose(1, 2), out=Y[b])
+        ctx.save_for_backward(L, Xw, X)
+        return Y
 
     @staticmethod
-    def backward(ctx, dy):
-        a, p = ctx.saved_tensors
-        return (_Right.apply(dy, p) if ctx.needs_input_grad[0] else None,
-                _OuterT.apply(dy, a) if ctx.needs_input_grad[1] else None)
+    def backward(ctx, dY):
+        return _AttentionBackward.apply(*ctx.saved_tensors, dY)
 
 
-def outer_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Aᵀ B for coefficient-major A, B [N, r, K] -> [N, K, K] (wide-layout backward)."""
-    return _OuterT.apply(a, b)
+class _AttentionBackward(torch.autograd.Function):
+    """(∂/∂L, ∂/∂Xw, ∂/∂X) of Σ dY ⊙ Y for :class:`_Attention`, with dS = ∂/∂S = P ⊙ G (:func:`_score_grad`):
+    dL = Xw dSᵀ, dXw = L dS, dX = dY P. Its backward takes cotangents (a, b, c) of (dL, dXw, dX); with
+    H' = aᵀXw + Lᵀb − rowsum(P ⊙ (aᵀXw + Lᵀb)) and U = P ⊙ H' it is
+    ∂/∂X = dY U, ∂/∂dY = c Pᵀ + X Uᵀ, S̄ = P ⊙ (Q − rowsum(P ⊙ Q)) with Q = H' ⊙ G + dYᵀc,
+    ∂/∂L = b dSᵀ + Xw S̄ᵀ, ∂/∂Xw = a dS + L S̄ (tests: gradcheck and gradgradcheck against autograd)."""
+
+    @staticmethod
+    def forward(ctx, L, Xw, X, dY):
+        dY = dY.contiguous()
+        dL, dXw, dX = torch.empty_like(L), torch.empty_like(Xw), torch.empty_like(X)
+        for b in _blocks(*X.shape[::2], X.element_size()):
+            P = _probs(L[b], Xw[b])
+            dS = _score_grad(P, X[b], dY[b]).mul_(P)
+            torch.bmm(dY[b], P, out=dX[b])
+            torch.bmm(Xw[b], dS.transpose(1, 2), out=dL[b])
+            torch.bmm(L[b], dS, out=dXw[b])
+        ctx.save_for_backward(L, Xw, X, dY)
+        return dL, dXw, dX
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, ga, gb, gc):
+        L, Xw, X, dY = ctx.saved_tensors
+        ga = torch.zeros_like(L) if ga is None else ga.contiguous()
+        gb = torch.zeros_like(Xw) if gb is None else gb.contiguous()
+        gc = torch.zeros_like(X) if gc is None else gc.contiguous()
+        gL, gXw, gX, gdY = torch.empty_like(L), torch.empty_like(Xw), torch.empty_like(X), torch.empty_like(dY)
+        for b in _blocks(*X.shape[::2], X.element_size()):
+            l, xw, x, dy, a, bb, c = L[b], Xw[b], X[b], dY[b], ga[b], gb[b], gc[b]
+            P = _probs(l, xw)
+            Pt = P.transpose(1, 2)
+            G = _score_grad(P, x, dy)
+            A1, B1 = torch.cat([a, l], 1), torch.cat([xw, bb], 1)  # H = A1ᵀ B1 = aᵀXw + Lᵀb
+            v = (A1 * torch.bmm(B1, Pt)).sum(1)  # rowsum(P ⊙ H) without a K² reduction
+            Hp = torch.baddbmm(v.unsqueeze(-1).neg(), A1.transpose(1, 2), B1)  # H'
+            U = Hp * P
+            torch.bmm(dy, U, out=gX[b])
+            torch.baddbmm(torch.bmm(c, Pt), x, U.transpose(1, 2), out=gdY[b])
+            Sb = torch._softmax_backward_data(Hp.mul_(G).baddbmm_(dy.transpose(1, 2), c), P, -1, P.dtype)
+            dS = G.mul_(P)
+            torch.baddbmm(torch.bmm(bb, dS.transpose(1, 2)), xw, Sb.transpose(1, 2), out=gL[b])
+            torch.baddbmm(torch.bmm(a, dS), l, Sb, out=gXw[b])
+        need = ctx.needs_input_grad
+        return tuple(g if n else None for g, n in zip((gL, gXw, gX, gdY), need, strict=True))
 
 
-def right_t(a: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """A Pᵀ for A [N, r, K], P [N, K, K] -> [N, r, K] (wide-layout backward)."""
-    return _RightT.apply(a, p)
+def attention(L: torch.Tensor, Xw: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Y = X softmax_j(Lᵀ Xw)ᵀ for coefficient-major L, Xw [N, a, K], X [N, r, K] -> [N, r, K], blockwise over N
+    with first and second derivatives (no [N, K, K] tensor is kept between passes)."""
+    return _Attention.apply(L, Xw, X)
 
 
 def _quad(coef_t: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
@@ -142,13 +177,12 @@ def _grid_pass(M, rho, GV, BT, b, Ga, Go, g):
     # L_k = Bᵀ X_k + b, augmented with a 1 that meets log ω in the key coefficients: S = [L; 1]ᵀ [X; log ω]
     LT = torch.cat([torch.baddbmm(b, BT, XTh), ones if nh == 1 else ones.repeat_interleave(nh, 0)], 1)
     XwT = torch.cat([XTh, M.log_w.view(1, 1, K).expand(E * nh, 1, K)], 1)  # [E·nh, 6, K]
-    P = torch.softmax(outer_t(LT, XwT), dim=-1)  # [E·nh, K, K]
-    YT = right_t(XTh, P).view(E, nh * 5, K)  # Y_k = Σ_j P_kj X_j; rows (head, r)
+    YT = attention(LT, XwT, XTh).view(E, nh * 5, K)  # Y_k = Σ_j P_kj X_j, P = softmax(S); rows (head, r)
     YhT = torch.cat([YT, ones], 1)  # [E, m, K]: attention output o_k = Zh_e Ŷ_k (centred)
     sa = torch.rsqrt(_quad(YhT, Ga) / C + M.norm_attn.eps)  # [E, K]
     zeta = torch.cat([ones, YhT * sa.unsqueeze(1)], 1)  # [E, m + 1, K]: cen(h + LayerNorm(o_k)) = Wbᵀ ζ_k
     so = torch.rsqrt(_quad(zeta, Go) / C + M.norm_out.eps)  # [E, K]
-    return so * torch.bmm(g.unsqueeze(1), zeta).squeeze(1) / C + M.norm_out.bias.mean()  # [E, K]
+    return so * (g.unsqueeze(-1) * zeta).sum(1) / C + M.norm_out.bias.mean()  # [E, K] (a 1-row bmm is slow)
 
 
 def _edge_forms_bases(M, h):
