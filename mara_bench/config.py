@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,7 +74,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """From a mapping of config keys; the keys a run's config.json records besides them (run_id,
-        config_hash, data_sha256) are ignored (check data_sha256 with datahash.changed_files)."""
+        config_hash, data_sha256) are ignored (check data_sha256 with data.hashes.changed_files)."""
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k not in RECORDED_KEYS}
         for k in d:
@@ -128,7 +129,7 @@ class RunConfig:
             for k in ("mara_grid", "mara_hidden", "mara_heads"):
                 d.pop(k)
         if data_sha256 is None:
-            from .run.datahash import data_hashes
+            from .data.hashes import data_hashes
 
             data_sha256 = data_hashes(self)
         if data_sha256:
@@ -185,3 +186,50 @@ def apply_overrides(section: dict[str, Any], overrides: dict[str, Any], prefix: 
                             + ", ".join(f"{prefix}.{n}" for n in sorted(out)))
         out[name] = v
     return out
+
+
+def check_names(cfg: RunConfig) -> None:
+    """Cheap checks of backbone and dataset names (no heavy import), before anything is written."""
+    from .errors import unknown
+    from .registry import backbone_entries, dataset_entries
+
+    if cfg.backbone not in backbone_entries():
+        raise unknown("backbone", cfg.backbone, backbone_entries())
+    ds = str(cfg.dataset)
+    if looks_like_path(ds):
+        check_user_file(ds, "--dataset")
+    elif (family := ds.split(":", 1)[0]) not in dataset_entries():
+        from .errors import did_you_mean
+
+        raise UserError(f"unknown dataset '{ds}'{did_you_mean(family, dataset_entries())}; dataset families: "
+                        f"{', '.join(dataset_entries())} (or a path to an .xyz/.extxyz/.npz file)")
+    if cfg.test:
+        check_user_file(str(cfg.test), "--test")
+
+
+def check_user_file(name: str, flag: str) -> None:
+    """A user data file 'path[?key=value&...]': options valid, path an existing file (not a directory)."""
+    from .data.userfile import split_options
+
+    base, _ = split_options(name)  # checks the ?options (unknown key, empty value, bad npz_keys)
+    if os.path.isdir(base):
+        raise UserError(f"{flag} '{base}' is a directory, not a file; give an .xyz/.extxyz/.npz file")
+    if not os.path.isfile(base):
+        raise UserError(f"{flag} file '{base}' not found; give an existing .xyz/.extxyz/.npz file"
+                        + (" or a dataset name" if flag == "--dataset" else ""))
+
+
+def looks_like_path(name: str) -> bool:
+    base = name.split("?", 1)[0]
+    return os.sep in base or base.endswith((".xyz", ".extxyz", ".npz")) or os.path.exists(base)
+
+
+def torch_dtype(dtype):
+    """``'float32'``/``'float64'`` (or a ``torch.dtype``) as a ``torch.dtype``; one-line UserError otherwise."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise UserError(f"bad dtype '{dtype}': choose float32 or float64")
+    return getattr(torch, dtype)

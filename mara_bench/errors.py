@@ -39,3 +39,12 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024.0
     return f"{n:.1f} TiB"
+
+
+def yaml_error_line(e) -> str:
+    """'line 3, column 7: mapping values are not allowed here' from a yaml.YAMLError."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if mark is None:
+        return str(what)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"

@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..config import MARA_ALIASES, MARA_VARIANTS, PRESETS, RunConfig, parse_override
-from ..errors import UserError
+from ..config import (  # noqa: F401
+    MARA_ALIASES,
+    MARA_VARIANTS,
+    PRESETS,
+    RunConfig,
+    check_names,
+    check_user_file,
+    looks_like_path,
+    parse_override,
+)
+from ..errors import UserError, yaml_error_line
 
 MARA_CHOICES_HELP = ", ".join(list(MARA_VARIANTS) + [f"{k} (= {v})" for k, v in MARA_ALIASES.items()])
 
@@ -65,51 +74,6 @@ def config_from_args(args: argparse.Namespace, mara: str | None = None, seed: in
     return cfg
 
 
-def check_names(cfg: RunConfig) -> None:
-    """Cheap checks of backbone and dataset names (no heavy import), before anything is written."""
-    from ..errors import unknown
-    from ..registry import backbone_entries, dataset_entries
-
-    if cfg.backbone not in backbone_entries():
-        raise unknown("backbone", cfg.backbone, backbone_entries())
-    ds = str(cfg.dataset)
-    if looks_like_path(ds):
-        check_user_file(ds, "--dataset")
-    elif (family := ds.split(":", 1)[0]) not in dataset_entries():
-        from ..errors import did_you_mean
-
-        raise UserError(f"unknown dataset '{ds}'{did_you_mean(family, dataset_entries())}; dataset families: "
-                        f"{', '.join(dataset_entries())} (or a path to an .xyz/.extxyz/.npz file)")
-    if cfg.test:
-        check_user_file(str(cfg.test), "--test")
-
-
-def check_user_file(name: str, flag: str) -> None:
-    """A user data file 'path[?key=value&...]': options valid, path an existing file (not a directory)."""
-    from ..data.userfile import split_options
-
-    base, _ = split_options(name)  # checks the ?options (unknown key, empty value, bad npz_keys)
-    if os.path.isdir(base):
-        raise UserError(f"{flag} '{base}' is a directory, not a file; give an .xyz/.extxyz/.npz file")
-    if not os.path.isfile(base):
-        raise UserError(f"{flag} file '{base}' not found; give an existing .xyz/.extxyz/.npz file"
-                        + (" or a dataset name" if flag == "--dataset" else ""))
-
-
-def looks_like_path(name: str) -> bool:
-    base = name.split("?", 1)[0]
-    return os.sep in base or base.endswith((".xyz", ".extxyz", ".npz")) or os.path.exists(base)
-
-
-def yaml_error_line(e) -> str:
-    """'line 3, column 7: mapping values are not allowed here' from a yaml.YAMLError."""
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    what = getattr(e, "problem", None) or str(e).splitlines()[0]
-    if mark is None:
-        return str(what)
-    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
-
-
 def load_config_file(path: str) -> dict:
     """Read a run configuration (YAML or JSON mapping of RunConfig keys)."""
     import yaml
@@ -158,7 +122,7 @@ def config_with_file(args: argparse.Namespace, mara: str | None, seed: int | Non
     cfg = RunConfig.from_dict(base)
     check_names(cfg)
     if recorded is not None:  # a run's config.json: the run was made from files with these hashes
-        from ..run.datahash import changed_files
+        from ..data.hashes import changed_files
 
         changed = changed_files(cfg, recorded)
         if changed:

@@ -92,7 +92,7 @@ class DatasetFamily:
         entry = self.manifest.get("files", {}).get(relpath, {})
         found = find_file(relpath, data_dir)
         if found is not None:
-            from ..run.datahash import verify_manifest_file
+            from .hashes import verify_manifest_file
 
             # the manifest pins the file's content (an archive's sha256 is not its member's: not checked here)
             verify_manifest_file(found, None if entry.get("extract") else entry.get("sha256"), self.name, relpath)

@@ -42,7 +42,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def user_files(cfg) -> dict[str, Path]:
     """{'dataset': path, 'test': path} for the user files a config reads (named datasets: none)."""
-    from ..data.userfile import looks_like_path, split_options
+    from .userfile import looks_like_path, split_options
 
     out = {}
     if looks_like_path(str(cfg.dataset)):
@@ -81,7 +81,7 @@ _VERIFIED: set[tuple] = set()
 
 
 def _sidecar(path: Path) -> Path:
-    from ..data.locate import cache_dir
+    from .locate import cache_dir
 
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
     return cache_dir() / "verified" / f"{key}.json"

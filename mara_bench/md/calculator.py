@@ -12,19 +12,9 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from ..errors import UserError
+from ..config import torch_dtype
 from ..run.layout import load_run_model, pick_state_dict, read_run_config, resolve_run_dir  # noqa: F401  (re-exported)
 from ..run.pipeline import resolve_device
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise UserError(f"bad dtype '{dtype}': choose float32 or float64")
-    return _DTYPES[dtype]
 
 
 class MaraBenchCalculator(Calculator):
@@ -39,7 +29,7 @@ class MaraBenchCalculator(Calculator):
     def __init__(self, model: torch.nn.Module, r_max: float | None = None, dtype: str | torch.dtype = "float64",
                  device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
-        self.dtype = _torch_dtype(dtype)
+        self.dtype = torch_dtype(dtype)
         self.device = resolve_device(device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():

@@ -169,14 +169,14 @@ def load_run_model(run_dir: str | os.PathLike, device: str = "cpu", use_ema: boo
     ckpt_path = run_dir / CHECKPOINT
     if not ckpt_path.is_file():
         raise UserError(f"run folder '{run_dir}' has no checkpoint.pt; train it first with 'mara_bench run'")
-    from ..md.calculator import _torch_dtype
+    from ..config import torch_dtype
     from . import checkpoint, pipeline
     from .pipeline import resolve_device
 
     cfg.output_dir = str(run_dir.parent)  # the folder may have moved since training
     prepared = pipeline.prepare(cfg)
     prepared.device = resolve_device(device)
-    model = pipeline.build_model(prepared, _torch_dtype(cfg.dtype))
+    model = pipeline.build_model(prepared, torch_dtype(cfg.dtype))
     sd = pick_state_dict(checkpoint.load(ckpt_path), use_ema)
     try:
         model.load_state_dict(sd)

@@ -98,8 +98,7 @@ def check_config(cfg) -> tuple[type, dict[str, Any], dict[str, Any]]:
     keys, train and model option values, dataset name or user files. Returns (backbone class, model options,
     train options). Sweeps run it for every planned run before submitting any."""
     from .. import registry
-    from ..cli.common import check_names
-    from ..config import apply_overrides
+    from ..config import apply_overrides, check_names
     from .train import check_options
 
     cfg.validate()

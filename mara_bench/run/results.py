@@ -122,7 +122,7 @@ def check_same_config(path: Path, cfg) -> None:
         raise UserError(f"run folder '{path}': config.json is not valid JSON (damaged); delete the folder or use "
                         "--force to restart the run") from None
     from ..config import RunConfig
-    from .datahash import changed_files
+    from ..data.hashes import changed_files
 
     saved_cfg = RunConfig.from_dict(saved)
     now = cfg.identity()

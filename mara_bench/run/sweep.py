@@ -45,7 +45,7 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"sweep file '{p}' not found; pass a YAML file (see docs/scale.md)")
-    from ..cli.common import yaml_error_line
+    from ..errors import yaml_error_line
 
     try:
         doc = yaml.safe_load(p.read_text())

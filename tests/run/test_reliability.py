@@ -193,8 +193,8 @@ def test_changed_user_file_is_a_new_run_and_never_resumes_the_old_one(tmp_path, 
 
 # ------------------------------------------------------------------ item 3: manifest sha256 of cached/data-dir files
 def test_file_under_another_molecules_name_is_refused(tmp_path, data_dir, monkeypatch):
+    from mara_bench.data import hashes as datahash
     from mara_bench.data import load_dataset
-    from mara_bench.run import datahash
 
     fake = tmp_path / "data" / "rmd17"
     fake.mkdir(parents=True)
