@@ -96,3 +96,22 @@ def test_name_clash_with_builtin_keeps_builtin_and_names_the_plugin(tmp_path):
     r = subprocess.run([sys.executable, "-c", "from mara_bench.registry import get_backbone; "
                         "print(get_backbone('nequip').__module__)"], capture_output=True, text=True, env=_env(site))
     assert r.stdout.strip() == "mara_bench_backbones.nequip", r.stderr
+
+
+def test_smoke_presets_cap_frames_in_readme_example_and_every_backbone():
+    """A copied smoke preset must train on a few frames, not the whole dataset (a plugin author's papercut): the
+    README's example, the example plugin and every built-in backbone cap train and validation frames."""
+    import re
+
+    from mara_bench.registry import backbone_entries, get_backbone
+
+    text = (REPO / "README.md").read_text()
+    example = re.search(r'"smoke": \{"model".*?"train": \{([^}]*)\}', text, re.S)
+    assert example, "README lost its smoke preset example"
+    assert "max_train_frames" in example.group(1) and "max_val_frames" in example.group(1), example.group(0)
+    src = (EXAMPLE / "mara_bench_example_plugin" / "__init__.py").read_text()
+    plugin = re.search(r'"smoke": \{"model".*?"train": \{([^}]*)\}', src, re.S)
+    assert plugin and "max_train_frames" in plugin.group(1) and "max_val_frames" in plugin.group(1)
+    for name in backbone_entries():
+        train = get_backbone(name).preset("smoke")["train"]
+        assert train.get("max_train_frames") and train.get("max_val_frames"), (name, train)
