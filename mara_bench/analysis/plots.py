@@ -255,6 +255,22 @@ def _label(ax, xlabel: str, ylabel: str, xlog: bool = False, ylog: bool = False)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, which="both")
 
+
+def _budget_tag(run) -> str:
+    """' · equal FLOPs' for a run trained to a FLOP budget (its curves and points are a group of their own)."""
+    return " · equal FLOPs" if (run.metrics.get("train") or {}).get("budget_flops") else ""
+
+
+def _grouped_figure(groups: dict, shape: tuple[int, int], figsize: tuple[float, float]):
+    """None when ``groups`` is empty, else ``(fig, axes, [(label, items, colour), ...])`` in variant order."""
+    if not groups:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(*shape, figsize=figsize)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ordered = sorted(groups.items(), key=lambda kv: _order(kv[0]))
+    return fig, axes, [(label, items, colors[k % len(colors)]) for k, (label, items) in enumerate(ordered)]
+
 def learning_curves(runs) -> bytes | None:
     """Validation force MAE vs cumulative training FLOPs (left) and vs cumulative training wall time (right): a line
     per run (thin, seeds), the median over seeds per variant (bold, on the FLOP grid of the epochs they share)."""
@@ -263,15 +279,12 @@ def learning_curves(runs) -> bytes | None:
         log = _train_log(r.path)
         if log is not None:  # runs with other epoch budgets (equal compute) are curves of their own
             tr = r.metrics.get("train") or {}
-            budget = " · equal FLOPs" if tr.get("budget_flops") else ""
-            groups[f"{r.group}{budget} · {tr.get('max_epochs', tr.get('epochs', '?'))} ep"].append(log)
-    if not groups:
+            groups[f"{r.group}{_budget_tag(r)} · {tr.get('max_epochs', tr.get('epochs', '?'))} ep"].append(log)
+    drawn = _grouped_figure(groups, (1, 2), (11, 4))
+    if drawn is None:
         return None
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (label, logs) in enumerate(sorted(groups.items(), key=lambda kv: _order(kv[0]))):
-        c = colors[k % len(colors)]
+    fig, axes, styled = drawn
+    for label, logs, c in styled:
         for ax, x in zip(axes, ("train_flops_cum", "wall_cum"), strict=True):
             for log in logs:
                 ax.plot(log[x], log["val_force_mae_mev_A"], color=c, lw=0.6, alpha=0.5)
@@ -295,17 +308,14 @@ def pareto(runs, set_name: str = "test") -> bytes | None:
         t = (r.metrics.get("test_sets") or {}).get(set_name) or {}
         inf = r.metrics.get("inference") or {}
         if "force_mae_mev_A" in t and inf.get("flops_per_structure"):
-            budget = " · equal FLOPs" if (r.metrics.get("train") or {}).get("budget_flops") else ""
-            pts[r.group + budget].append((float(inf.get("ms_per_structure", np.nan)), float(inf["flops_per_structure"]),
+            pts[r.group + _budget_tag(r)].append((float(inf.get("ms_per_structure", np.nan)), float(inf["flops_per_structure"]),
                                  float(t["force_mae_mev_A"]), float(t.get("force_err_p99_mev_A", np.nan))))
-    if not pts:
+    drawn = _grouped_figure(pts, (2, 2), (10, 7))
+    if drawn is None:
         return None
-    plt = pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (label, p) in enumerate(sorted(pts.items(), key=lambda kv: _order(kv[0]))):
+    fig, axes, styled = drawn
+    for label, p, c in styled:
         a = np.array(p)
-        c = colors[k % len(colors)]
         for i, xi in enumerate((0, 1)):
             for j, yi in enumerate((2, 3)):
                 ax = axes[j][i]
