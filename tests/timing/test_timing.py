@@ -1,4 +1,4 @@
-"""Timing: the clock, statistics, peak memory, results schema, interleaved sweep, CLI errors, plot, CUDA paths."""
+"""Timing: the clock, statistics, peak memory, results schema, interleaved sweep, compile, plot, CUDA paths."""
 
 from __future__ import annotations
 
@@ -9,81 +9,15 @@ import time
 import numpy as np
 import pytest
 import torch
+from pair_backbones import small_sweep
 
-from mara_bench.backbone import Backbone
-from mara_bench.model import EnergyModel
-from mara_bench.registry import BACKBONE_GROUP, register, unregister
 from mara_bench.timing import measure as timing
 from mara_bench.timing import tables
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA path: torch.cuda.is_available() is False here")
 
 
-class PairModel(EnergyModel):
-    """A small real pair-potential network (test-only backbone), optionally with a per-edge gate."""
-
-    def __init__(self, variant: str, dtype, r_max=4.0, width=8, fail_above=None):
-        super().__init__()
-        self.r_max, self.fail_above = r_max, fail_above
-        self.embed = torch.nn.Embedding(119, width)
-        self.radial = torch.nn.Linear(8, width)
-        self.gate = torch.nn.Linear(width, 1) if variant != "off" else None
-        self.out = torch.nn.Linear(width, 1)
-        self.to(dtype)
-
-    def forward(self, batch, compute_forces=True, training=False):
-        if self.fail_above and batch.positions.shape[0] > self.fail_above:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (test)")
-        pos = batch.positions.detach().requires_grad_(True)
-        vec = batch.edge_vectors(pos)
-        r = vec.norm(dim=-1, keepdim=True)
-        k = torch.arange(1, 9, device=r.device, dtype=r.dtype)
-        m = self.radial(torch.sin(k * torch.pi * r / self.r_max) / r) * self.embed(batch.numbers)[batch.edge_index[0]]
-        if self.gate is not None:
-            m = m + torch.sigmoid(self.gate(m)) * m
-        h = torch.zeros(pos.shape[0], m.shape[1], dtype=m.dtype, device=m.device).index_add(0, batch.edge_index[1], m)
-        e_at = self.out(torch.tanh(h)).squeeze(-1)
-        energy = torch.zeros(batch.num_graphs, dtype=e_at.dtype, device=e_at.device).index_add(0, batch.batch, e_at)
-        (g,) = torch.autograd.grad(energy.sum(), pos, create_graph=training)
-        return {"energy": energy, "forces": -g}
-
-
-class PairBackbone(Backbone):
-    name = "pairtest"
-    description = "test-only pair network"
-    presets = {p: {"model": {"r_max": 4.0, "width": w}, "train": {}} for p, w in (("smoke", 4), ("quick", 8),
-                                                                                 ("paper", 16))}
-
-    def build(self, model_options, stats, mara, dtype=torch.float32):
-        assert stats.elements == [1, 6] and stats.avg_num_neighbors > 0
-        return PairModel(mara.variant, dtype, **model_options)
-
-
-class FailingBackbone(PairBackbone):
-    name = "pairfail"
-
-    def build(self, model_options, stats, mara, dtype=torch.float32):
-        return PairModel(mara.variant, dtype, fail_above=50, **model_options)
-
-
-@pytest.fixture(autouse=True)
-def pair_backbones():
-    register(BACKBONE_GROUP, "pairtest", PairBackbone)
-    register(BACKBONE_GROUP, "pairfail", FailingBackbone)
-    yield
-    unregister(BACKBONE_GROUP, "pairtest")
-    unregister(BACKBONE_GROUP, "pairfail")
-
-
-def small_sweep(**kw):
-    from mara_bench.timing.sweep import SweepSettings, run_sweep
-
-    s = SweepSettings(**{"backbone": "pairtest", "sizes": (12, 60), "repeats": 3, "warmup": 1,
-                         "molecule": "ase:C6H6", **kw})
-    return run_sweep(s, command="test", progress=False)
-
-
-# ------------------------------------------------------------------------------------------------ clock / stats
+# ------------------------------------------------------------------------------------------------ clock / stats / memory
 
 
 def test_timer_measures_sleep_within_10_percent():
@@ -201,6 +135,25 @@ def test_oom_size_is_skipped_with_a_note():
     assert "skipped" in tables.format_table(res["rows"])
 
 
+def test_compile_times_compilation_apart_and_skips_force_training():
+    # one thread: with two, inductor's CPU code for this model's scatter (index_add) fails to compile on this torch
+    # (InductorError); the test passed only because earlier CLI tests had left torch at one thread
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = small_sweep(sizes=(12,), variants=("off",), compile=True, repeats=2)
+    finally:
+        torch.set_num_threads(before)
+    assert timing.validate_timing(res) == []
+    rows = {r["mode"]: r for r in res["rows"]}
+    assert rows["inference"]["status"] == "ok" and rows["inference"]["compile_s"] > 0
+    assert rows["inference"]["compile_s"] * 1e3 > rows["inference"]["median_ms"]
+    assert rows["train"]["status"] == "skipped" and "double backward" in rows["train"]["note"]
+
+
+# ------------------------------------------------------------------------------------------------ plot
+
+
 def test_plot_timing_writes_png(tmp_path):
     res = small_sweep(variants=("off", "control"))
     _, c = tables.write_results(res, tmp_path, "p")
@@ -227,75 +180,6 @@ def test_plot_timing_uses_the_one_matplotlib_helper(tmp_path, monkeypatch):
     assert len(figs) == 1 and png.read_bytes()[:4] == b"\x89PNG"
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def test_cli_in_process_writes_results(tmp_path, capsys):
-    from mara_bench.cli import main
-
-    rc = main(["time", "--backbone", "pairtest", "--mara", "off,on", "--preset", "smoke", "--sizes", "12,24",
-               "--repeats", "2", "--warmup", "1", "--molecule", "ase:C6H6", "--output-dir", str(tmp_path),
-               "--threads", "1", "--quiet", "--plot"])
-    assert rc == 0
-    out = capsys.readouterr().out
-    assert "paper" in out and "median ms" in out
-    js = list(tmp_path.glob("*.json"))
-    assert len(js) == 1 and js[0].with_suffix(".csv").exists() and js[0].with_suffix(".png").exists()
-    res = json.loads(js[0].read_text())
-    assert timing.validate_timing(res) == []
-    assert res["settings"]["variants"] == ["off", "paper"] and res["environment"]["threads"] == 1
-
-
-def test_cli_quick_by_default_full_on_request_and_threads_from_env(tmp_path, capsys, monkeypatch):
-    import argparse
-
-    from mara_bench.cli import main, time_cmd
-
-    p = argparse.ArgumentParser()
-    time_cmd.add_parser(p.add_subparsers())
-    quick = time_cmd.apply_defaults(p.parse_args(["time"]))
-    full = time_cmd.apply_defaults(p.parse_args(["time", "--full"]))
-    mine = time_cmd.apply_defaults(p.parse_args(["time", "--full", "--sizes", "12", "--repeats", "3"]))
-    assert (quick.sizes, quick.repeats) == ("20,200", 5) and (full.sizes, full.repeats) == ("20,200,2000,5000", 10)
-    assert (mine.sizes, mine.repeats) == ("12", 3)
-    import torch
-
-    before = torch.get_num_threads()
-    monkeypatch.setenv("MARA_BENCH_THREADS", "1")  # honoured like run/md/sweep (no --threads given)
-    try:
-        rc = main(["time", "--backbone", "pairtest", "--mara", "off", "--preset", "smoke", "--sizes", "12",
-                   "--repeats", "1", "--warmup", "0", "--molecule", "ase:C6H6", "--output-dir", str(tmp_path),
-                   "--quiet", "--no-flops"])
-        assert rc == 0
-        (js,) = tmp_path.glob("*.json")
-        assert json.loads(js.read_text())["environment"]["threads"] == 1
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.mark.parametrize("args,needle", [
-    (["--mara", "off,bogus"], "unknown --mara value 'bogus'"),
-    (["--sizes", "20,abc"], "bad --sizes entry 'abc'"),
-    (["--sizes", "0"], "sizes must be >= 1"),
-    (["--sizes", ","], "empty --sizes list"),
-    (["--backbone", "mcae"], "did you mean 'mace'"),
-    (["--modes", "infer"], "unknown --modes value"),
-    (["--repeats", "0"], "--repeats must be >= 1"),
-])
-def test_cli_bad_input_exit_2_one_line(capsys, args, needle):
-    from mara_bench.cli import main
-
-    assert main(["time", *args, "--quiet"]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mara_bench time: error:"), lines
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of --device cuda on a CPU-only machine")
-def test_cli_cuda_without_gpu_is_refused(cli):
-    p = cli("time", "--device", "cuda", "--quiet", timeout=120)  # a real process: checks the exit status
-    assert p.returncode == 2 and "CUDA is not available" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-
-
 # ------------------------------------------------------------------------------------------------ CUDA paths
 
 
@@ -320,120 +204,3 @@ def test_cuda_sweep_and_compile():
     assert all(r["peak_mem_kind"] == "cuda_max_allocated" for r in res["rows"])
     res = small_sweep(device="cuda", sizes=(12,), variants=("off",), compile=True, modes=("inference",))
     assert all(r["compile_s"] is not None and r["compile_s"] > 0 for r in res["rows"])
-
-
-def test_compile_times_compilation_apart_and_skips_force_training():
-    # one thread: with two, inductor's CPU code for this model's scatter (index_add) fails to compile on this torch
-    # (InductorError); the test passed only because earlier CLI tests had left torch at one thread
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        res = small_sweep(sizes=(12,), variants=("off",), compile=True, repeats=2)
-    finally:
-        torch.set_num_threads(before)
-    assert timing.validate_timing(res) == []
-    rows = {r["mode"]: r for r in res["rows"]}
-    assert rows["inference"]["status"] == "ok" and rows["inference"]["compile_s"] > 0
-    assert rows["inference"]["compile_s"] * 1e3 > rows["inference"]["median_ms"]
-    assert rows["train"]["status"] == "skipped" and "double backward" in rows["train"]["note"]
-
-
-def test_cli_times_real_mace_smoke(tmp_path, capsys):
-    pytest.importorskip("mace", reason="mace-torch is not installed")
-    from mara_bench.cli import main
-
-    rc = main(["time", "--backbone", "mace", "--mara", "off,on", "--preset", "smoke", "--sizes", "12",
-               "--repeats", "2", "--warmup", "1", "--modes", "inference,train", "--molecule", "ase:C6H6",
-               "--output-dir", str(tmp_path), "--threads", "1", "--quiet"])
-    assert rc == 0
-    res = json.loads(next(tmp_path.glob("*.json")).read_text())
-    assert timing.validate_timing(res) == []
-    rows = {(r["variant"], r["mode"]): r for r in res["rows"]}
-    assert set(rows) == {("off", "inference"), ("off", "train"), ("paper", "inference"), ("paper", "train")}
-    assert all(r["status"] == "ok" and r["n_atoms"] == 12 and r["n_edges"] > 0 for r in rows.values())
-    assert res["settings"]["stats"] == "synthetic"
-
-
-# ------------------------------------------------------------------------------------------------ FLOPs, GEMM floor, MARA implementations
-
-
-def test_count_flops_is_exact_for_a_matmul_and_deterministic_for_a_training_step():
-    a, b = torch.randn(30, 40), torch.randn(40, 50)
-    assert timing.count_flops(lambda: a @ b) == 2 * 30 * 40 * 50
-    from mara_bench.backbone import TRAIN_DEFAULTS
-    from mara_bench.run.train import make_optimizer
-    from mara_bench.timing.sweep import inference_step, train_step
-    from mara_bench.timing.systems import load_molecule, make_batch
-
-    batch, _ = make_batch(load_molecule("ase:C6H6"), 24, 4.0, torch.float32)
-    model = PairModel("paper", torch.float32)
-    opt = make_optimizer(model, TRAIN_DEFAULTS)
-    counts = [timing.count_flops(lambda: train_step(model, batch, opt, TRAIN_DEFAULTS)) for _ in range(2)]
-    inf = timing.count_flops(lambda: inference_step(model, batch))
-    assert counts[0] == counts[1] > inf > 0  # training adds the double backward and the parameter gradients
-
-
-def test_gemm_probe_reports_a_positive_rate():
-    g = timing.gemm_probe(n=64, repeats=3)
-    assert g["gflops"] > 0 and g["best_gflops"] >= g["gflops"] and g["n"] == 64 and g["clock"] == "process_cpu"
-
-
-def test_sweep_records_flops_floor_and_gemm_rate():
-    res = small_sweep(sizes=(12,))
-    assert timing.validate_timing(res) == []
-    gemm = res["environment"]["gemm"]
-    assert gemm["gflops"] > 0
-    rows = {(r["variant"], r["mode"]): r for r in res["rows"]}
-    for (_v, m), r in rows.items():
-        assert r["flops"] > 0 and r["gflops_per_s"] > 0
-        assert r["floor_ms"] == pytest.approx(r["flops"] / (gemm["gflops"] * 1e6))
-        assert r["flops_vs_off"] == pytest.approx(r["flops"] / rows[("off", m)]["flops"])
-    assert rows[("paper", "train")]["flops"] > rows[("off", "train")]["flops"]  # the test gate has a Linear
-    assert rows[("paper", "train")]["flops"] > rows[("paper", "inference")]["flops"]
-    assert small_sweep(sizes=(12,), flops=False)["rows"][0]["flops"] is None
-
-
-def test_validator_checks_optional_columns_only_when_present():
-    res = small_sweep(sizes=(12,), variants=("off",), modes=("inference",))
-    old = copy.deepcopy(res)
-    for k in timing.OPTIONAL_ROW_KEYS:
-        old["rows"][0].pop(k)
-    assert timing.validate_timing(old) == []  # results written before the FLOP columns stay valid
-    res["rows"][0]["flops"] = "many"
-    assert any("flops" in e for e in timing.validate_timing(res))
-
-
-def test_arms_time_paper_once_per_implementation():
-    from mara_bench.timing.sweep import arms
-
-    assert arms(("off", "paper", "control"), ("folded", "reference")) == [
-        ("off", "off", None), ("paper", "paper", "folded"), ("paper/reference", "paper", "reference"),
-        ("control", "control", None)]
-
-
-def test_cli_mara_impl_times_the_reference_path_inside_mace(tmp_path, capsys):
-    pytest.importorskip("mace", reason="mace-torch is not installed")
-    pytest.importorskip("torch_harmonics", reason="torch-harmonics is not installed")
-    from mara_bench.cli import main
-
-    rc = main(["time", "--backbone", "mace", "--mara", "off,on", "--mara-impl", "folded,reference", "--preset",
-               "smoke", "--sizes", "12", "--repeats", "2", "--warmup", "1", "--molecule", "ase:C6H6",
-               "--output-dir", str(tmp_path), "--threads", "1", "--quiet"])
-    assert rc == 0
-    out = capsys.readouterr().out
-    assert "paper/reference" in out and "GFLOP/s" in out and "its FLOP floor" in out
-    res = json.loads(next(tmp_path.glob("*.json")).read_text())
-    assert timing.validate_timing(res) == []
-    rows = {(r["variant"], r["mara_impl"], r["mode"]): r for r in res["rows"]}
-    for mode in ("inference", "train"):
-        ours, ref = rows[("paper", "folded", mode)], rows[("paper", "reference", mode)]
-        assert ours["speedup_vs_reference"] > 0 and ours["cpu_speedup_vs_reference"] > 0
-        assert ref["speedup_vs_reference"] is None
-        assert ref["flops"] > ours["flops"] > rows[("off", None, mode)]["flops"]  # folding removes arithmetic
-
-
-def test_cli_rejects_an_unknown_mara_impl(capsys):
-    from mara_bench.cli import main
-
-    assert main(["time", "--mara-impl", "folded,fast", "--quiet"]) == 2
-    assert "unknown --mara-impl value 'fast'" in capsys.readouterr().err
