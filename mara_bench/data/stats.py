@@ -30,6 +30,15 @@ class DatasetStats:
         d["element_counts"] = {str(k): v for k, v in self.element_counts.items()}
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> DatasetStats:
+        """The inverse of :meth:`to_dict` (JSON keys back to integer atomic numbers)."""
+        d = dict(d)
+        d["elements"] = [int(z) for z in d["elements"]]
+        d["e0s"] = {int(k): float(v) for k, v in d["e0s"].items()}
+        d["element_counts"] = {int(k): int(v) for k, v in (d.get("element_counts") or {}).items()}
+        return cls(**d)
+
 
 def composition(frames: Frames, elements: list[int]) -> np.ndarray:
     """[F, n_elements] count of each element in each frame."""

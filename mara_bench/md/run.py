@@ -117,9 +117,11 @@ def md_for_run(run_dir: str | os.PathLike, s: MDSettings, progress: bool = True)
     s.validate()
     apply_thread_env(resolve_device(s.device), s.threads)
     run_dir = Path(run_dir)
-    model, cfg, prepared = load_run_model(run_dir, device="cpu", with_prepared=True)
+    model, cfg = load_run_model(run_dir, device="cpu")
     calc = MaraBenchCalculator(model, dtype=s.dtype or cfg.dtype, device=s.device)
-    test = prepared.dataset.splits["test"] if "test" in prepared.dataset.splits else None
+    from ..data import load_dataset
+
+    test = load_dataset(cfg.dataset, cfg.split, cfg.data_dir, cfg.test).splits.get("test")  # frames only, no graphs
     if test is None or len(test) == 0:
         raise UserError(f"dataset '{cfg.dataset}' of run '{run_dir.name}' has no test frames to start MD from")
     rng = np.random.default_rng(s.seed)

@@ -30,6 +30,8 @@ CHECKPOINT = "checkpoint.pt"    # resumable training state (checkpoint)
 METRICS = "metrics.json"        # written last: its presence marks a finished run (pipeline)
 PREDICTIONS = "predictions.npz"  # test-set predictions (evaluate)
 GATES = "gates.npz"             # MARA gates vs edge length (evaluate, MARA runs)
+STATS = "stats.json"            # the training statistics the model was built with (pipeline)
+SPLIT_INDICES = "split_indices.json"  # the exact train/validation frame indices trained on (pipeline)
 MD_DIR = "md"                   # MD trajectories and md.json (md.run)
 MD_JSON = "md.json"
 RESTARTED_BY_FORCE = (METRICS, CHECKPOINT, TRAIN_LOG, PREDICTIONS, GATES, RUN_INFO)  # deleted by --force
@@ -157,12 +159,12 @@ def pick_state_dict(ckpt: Any, use_ema: bool = True) -> dict[str, torch.Tensor]:
     raise UserError(f"checkpoint.pt has no model weights (keys: {', '.join(map(str, ckpt))}); re-run with --force")
 
 
-def load_run_model(run_dir: str | os.PathLike, device: str = "cpu", use_ema: bool = True, with_prepared=False):
-    """Rebuild the trained model of a run folder: ``(EnergyModel, RunConfig)`` (+ the pipeline's Prepared).
+def load_run_model(run_dir: str | os.PathLike, device: str = "cpu", use_ema: bool = True):
+    """Rebuild the trained model of a run folder: ``(EnergyModel, RunConfig)``.
 
-    Reads config.json, re-resolves backbone preset + overrides + dataset + statistics with the pipeline's own
-    ``prepare`` (so E0s and avg_num_neighbors are exactly those the model was trained with), builds the model and
-    loads the checkpoint weights (:func:`pick_state_dict`).
+    Reads config.json and the statistics the run saved (stats.json: E0s, avg_num_neighbors, ... exactly as trained),
+    builds the model as training did and loads the checkpoint weights (:func:`pick_state_dict`). Only a run folder
+    older than stats.json re-runs the pipeline's ``prepare`` (dataset and neighbour lists of every split).
     """
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
@@ -174,9 +176,18 @@ def load_run_model(run_dir: str | os.PathLike, device: str = "cpu", use_ema: boo
     from .pipeline import resolve_device
 
     cfg.output_dir = str(run_dir.parent)  # the folder may have moved since training
-    prepared = pipeline.prepare(cfg)
-    prepared.device = resolve_device(device)
-    model = pipeline.build_model(prepared, torch_dtype(cfg.dtype))
+    if not (run_dir / STATS).is_file():  # run folders written before stats.json re-derive them
+        prepared = pipeline.prepare(cfg)
+        prepared.device = resolve_device(device)
+        model = pipeline.build_model(prepared, torch_dtype(cfg.dtype))
+    else:  # the saved statistics: no dataset read, no neighbour lists
+        from ..backbone import MaraOptions
+        from ..data.stats import DatasetStats
+
+        cls, model_opts, _ = pipeline.check_config(cfg)
+        stats = DatasetStats.from_dict(read_json(run_dir / STATS))
+        model = pipeline.build_backbone_model(cls, model_opts, stats, MaraOptions.from_config(cfg),
+                                              torch_dtype(cfg.dtype), resolve_device(device), cfg.seed)
     sd = pick_state_dict(checkpoint.load(ckpt_path), use_ema)
     try:
         model.load_state_dict(sd)
@@ -184,7 +195,7 @@ def load_run_model(run_dir: str | os.PathLike, device: str = "cpu", use_ema: boo
         raise UserError(f"checkpoint.pt in '{run_dir}' does not match the rebuilt model "
                         f"({str(e).splitlines()[0][:160]}); was the backbone code changed?") from None
     model.eval()
-    return (model, cfg, prepared) if with_prepared else (model, cfg)
+    return model, cfg
 
 
 def resolve_run_dir(run: str, output_dir: str | os.PathLike = "results") -> Path:

@@ -12,7 +12,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class Prepared:
     test_graphs: dict[str, list]
     device: str
     run_dir: Path
+    train_index: list[int] = field(default_factory=list)  # frames of the train/val splits trained on (seeded subsets)
+    val_index: list[int] = field(default_factory=list)
 
 
 def resolve_device(device: str) -> str:
@@ -140,7 +142,8 @@ def prepare(cfg) -> Prepared:
     all_val = graphs_for(ds, "val", r_max)
     test_graphs = {name: graphs_for(ds, name, r_max) for name in ds.test_sets()}
     return Prepared(cfg, cls, model_opts, train_opts, ds, stats, [all_train[i] for i in tr_idx],
-                    [all_val[i] for i in va_idx], test_graphs, device, run_dir(cfg))
+                    [all_val[i] for i in va_idx], test_graphs, device, run_dir(cfg),
+                    [int(i) for i in tr_idx], [int(i) for i in va_idx])
 
 
 def build_backbone_model(backbone_cls: type, model_opts: dict[str, Any], stats, mara, dtype, device: str, seed: int):
@@ -248,6 +251,8 @@ def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
                 (rd / name).unlink(missing_ok=True)
         rd.mkdir(parents=True, exist_ok=True)
         write_config(rd, cfg)
+        atomic_write_json(rd / rf.STATS, p.stats.to_dict())  # rebuilding the model needs no dataset (layout)
+        atomic_write_json(rd / rf.SPLIT_INDICES, {"train": p.train_index, "val": p.val_index})
         if on_start is not None:
             on_start(rd)
     ddp.barrier()
