@@ -1,7 +1,8 @@
 """Accuracy tracking: force MAE and P99 per-atom force error (meV/Å) of smoke models, trained once.
 
 ``setup_cache`` trains every (backbone, variant) once with ``mara_bench.run.pipeline.run_config`` (preset smoke, the
-default dataset, seed 0) into a temporary folder and keeps the test-set metrics from ``metrics.json``.
+default dataset, seed 0) into a temporary folder and keeps the test-set metrics of its ``metrics.json``
+(``mara_bench.run.layout.METRICS``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ def _train_all() -> dict:
     from mara_bench.atomic import read_json
     from mara_bench.config import RunConfig
     from mara_bench.errors import UserError
+    from mara_bench.run.layout import METRICS
     from mara_bench.run.pipeline import run_config
 
     threads()
@@ -33,7 +35,7 @@ def _train_all() -> dict:
                 except (UserError, ImportError) as e:
                     out[(bb, v)] = f"unavailable: {e}"
                     continue
-                test = read_json(rd / "metrics.json")["test_sets"]["test"]
+                test = read_json(rd / METRICS)["test_sets"]["test"]
                 out[(bb, v)] = {"mae": test["force_mae_mev_A"], "p99": test["force_err_p99_mev_A"]}
     return out
 

@@ -79,3 +79,30 @@ def test_end_to_end_ratio_benchmark_measures_paired_ratios(monkeypatch):
         value = getattr(bench, name)(cache, "mace")
         assert isinstance(value, float) and value > 0, (name, value)
     assert bench.track_train_paper_over_off(cache, "mace") > 1.0  # the gate costs something
+
+
+def test_accuracy_benchmark_reads_the_run_folders_metrics_file(monkeypatch, tmp_path):
+    """SmokeAccuracy reads what run_config wrote under the name run.layout owns (METRICS), not a literal."""
+    from mara_bench.atomic import atomic_write_json
+    from mara_bench.run import layout, pipeline
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from benchmarks import accuracy
+    finally:
+        sys.path.remove(str(BENCH))
+    monkeypatch.setattr(layout, "METRICS", "renamed_metrics.json")
+
+    def fake_run_config(cfg, force=False, progress=True):
+        rd = tmp_path / f"{cfg.backbone}-{cfg.mara}"
+        atomic_write_json(rd / layout.METRICS, {"test_sets": {"test": {"force_mae_mev_A": 1.5,
+                                                                       "force_err_p99_mev_A": 7.0}}})
+        return rd
+
+    monkeypatch.setattr(pipeline, "run_config", fake_run_config)
+    monkeypatch.setattr(accuracy, "ACC_BACKBONES", ["mace"])
+    cache = accuracy._train_all()
+    bench = accuracy.SmokeAccuracy()
+    for v in accuracy.VARIANTS:
+        bench.setup(cache, "mace", v)
+        assert bench.track_force_mae(cache, "mace", v) == 1.5 and bench.track_force_p99(cache, "mace", v) == 7.0
