@@ -61,6 +61,7 @@ def test_cli_quick_by_default_full_on_request_and_threads_from_env(tmp_path, cap
     (["--backbone", "mcae"], "did you mean 'mace'"),
     (["--modes", "infer"], "unknown --modes value"),
     (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--device", "gpu"], "unknown device 'gpu'"),
 ])
 def test_cli_bad_input_exit_2_one_line(capsys, args, needle):
     from mara_bench.cli import main
@@ -118,3 +119,18 @@ def test_cli_rejects_an_unknown_mara_impl(capsys):
 
     assert main(["time", "--mara-impl", "folded,fast", "--quiet"]) == 2
     assert "unknown --mara-impl value 'fast'" in capsys.readouterr().err
+
+
+def test_cli_resolves_the_device_as_a_run_does(monkeypatch):
+    """time's --device goes through pipeline.resolve_device (auto -> cuda or cpu; CUDA absent -> one-line error)."""
+    import argparse
+
+    from mara_bench.cli import time_cmd
+    from mara_bench.run import pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "resolve_device", lambda d: seen.append(d) or "cpu")
+    p = argparse.ArgumentParser()
+    time_cmd.add_parser(p.add_subparsers())
+    s = time_cmd.settings_from_args(p.parse_args(["time", "--device", "auto", "--backbone", "pairtest"]))
+    assert seen == ["auto"] and s.device == "cpu"

@@ -159,3 +159,16 @@ def test_timed_step_uses_the_training_optimizer_loss_and_clip(monkeypatch):
     assert float(loss) == pytest.approx(float(want.detach()), rel=1e-6)
     assert clipped == [0.5]
     assert not torch.equal(model.radial.weight, before.radial.weight)  # the optimizer stepped
+
+
+def test_a_broken_data_layer_is_an_error_not_a_silent_stand_in(monkeypatch):
+    """--molecule default is the default dataset's ethanol; no fallback molecule hides a data layer that fails."""
+    import sys
+
+    from mara_bench.timing.systems import load_molecule
+
+    mol = load_molecule("default")
+    assert (mol.source, mol.n_atoms, sorted(set(mol.frames[0][0].tolist()))) == ("dataset", 9, [1, 6, 8])
+    monkeypatch.setitem(sys.modules, "mara_bench.data", None)  # importing it now raises ImportError
+    with pytest.raises(ImportError):
+        load_molecule("default")
