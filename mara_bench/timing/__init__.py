@@ -1,2 +1,2 @@
-"""``mara_bench time``: measurement and FLOP counting (:mod:`.measure`), size sweeps (:mod:`.sweep`) and the test
-systems (:mod:`.systems`)."""
+"""``mara_bench time``: clocks, memory, FLOP counting and the results schema (:mod:`.measure`), files, table and plot
+(:mod:`.tables`), size sweeps (:mod:`.sweep`) and the test systems (:mod:`.systems`)."""

@@ -5,10 +5,13 @@ Systems: copies of one molecule (frames of a dataset, cycled, or a built-in ASE 
 :class:`GraphBatch` of disjoint graphs. Molecules never interact (no edges between copies), so the edge count
 grows linearly with the atom count — the same work as tiling copies far apart in one box.
 
-Systems and stats live in :mod:`mara_bench.timing.systems`. Stats: when the molecule comes from a dataset and the data layer provides ``compute_stats``, models are built
-with the real statistics; otherwise with a synthetic stats object (:func:`synthetic_stats`: the molecule's
-elements, E0 = 0, average neighbour count measured on the molecule, unit scales). Statistics change numbers,
-not the amount of work, so timings are the same either way. Loss targets are zeros for the same reason.
+Systems and statistics live in :mod:`mara_bench.timing.systems` (a dataset molecule: the statistics a run uses,
+``pipeline.training_stats``; otherwise synthetic ones, ``systems.synthetic_stats``). Statistics change numbers, not
+the amount of work; loss labels are zeros for the same reason.
+
+Models, optimizer and training step are the run's (:func:`build_model`, :func:`train_step`): options from
+``pipeline.check_config``, built by ``pipeline.build_backbone_model``, ``train.make_optimizer``,
+``train.training_loss`` and ``train.clip_and_step``. See docs/timing.md.
 """
 
 from __future__ import annotations
