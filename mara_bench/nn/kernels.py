@@ -139,11 +139,6 @@ def attention(L: torch.Tensor, Xw: torch.Tensor, X: torch.Tensor) -> torch.Tenso
     return _Attention.apply(L, Xw, X)
 
 
-def _quad(coef_t: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-    """c_kᵀ G c_k for every k: coef_t [E, r, K] (coefficient-major), gram [E, r, r] -> [E, K]."""
-    return (torch.bmm(gram, coef_t) * coef_t).sum(1)
-
-
 def _gram(rows: torch.Tensor) -> torch.Tensor:
     """rows [E, r, C] -> [E, r, r] channel dot products."""
     return torch.bmm(rows, rows.transpose(1, 2))
@@ -168,21 +163,31 @@ def _grid_pass(M, rho, GV, BT, b, Ga, Go, g):
     of the centred readout basis [cen(h + β_a), cen(γ_a ⊙ output basis)] and its dot products with γ_out."""
     C, nh = M.hidden, M.heads
     E, K = rho.shape
-    u = M.grid_u
+    ut = M.grid_u.t()  # [3, K]
     ones = rho.new_ones(E, 1, K)
-    c0 = torch.cat([ones, rho.unsqueeze(1), u.t().expand(E, 3, K)], 1)  # [E, 5, K]: [1, ρ_k, u_k]
-    s = torch.rsqrt(_quad(c0, GV) / C + M.norm_tokens.eps)  # [E, K]
-    XT = c0 * s.unsqueeze(1)  # [E, 5, K]: token t_ek = (γ_t ⊙ V_e) X_ek + β_t
+    # token variance c_kᵀ GV c_k / C with c_k = [1, ρ_k, u_k]: u_k is the same for every edge, so its terms are
+    # per-edge coefficients times constant grid functions, two GEMMs instead of a per-edge [5, 5] x [5, K] product
+    phi = torch.cat([ut.new_ones(1, K), ut, (ut.unsqueeze(1) * ut).reshape(9, K)], 0)  # [13, K]: 1, u_a, u_a u_b
+    coef_u = torch.cat([GV[:, 0, :1], 2 * GV[:, 0, 2:], GV[:, 2:, 2:].reshape(E, 9)], 1)  # [E, 13]
+    coef_rho = 2 * torch.cat([GV[:, 1, :1], GV[:, 1, 2:]], 1)  # [E, 4]: times ρ_k [1, u_k]
+    var_t = coef_u @ phi + rho * (coef_rho @ phi[:4] + rho * GV[:, 1, 1:2])  # [E, K]
+    s = torch.rsqrt(var_t / C + M.norm_tokens.eps)
+    XT = torch.cat([ones, rho.unsqueeze(1), ut.expand(E, 3, K)], 1) * s.unsqueeze(1)  # [E, 5, K]: X_k = s_k c_k
     XTh = XT if nh == 1 else XT.unsqueeze(1).expand(E, nh, 5, K).reshape(E * nh, 5, K)
     # L_k = Bᵀ X_k + b, augmented with a 1 that meets log ω in the key coefficients: S = [L; 1]ᵀ [X; log ω]
     LT = torch.cat([torch.baddbmm(b, BT, XTh), ones if nh == 1 else ones.repeat_interleave(nh, 0)], 1)
     XwT = torch.cat([XTh, M.log_w.view(1, 1, K).expand(E * nh, 1, K)], 1)  # [E·nh, 6, K]
     YT = attention(LT, XwT, XTh).view(E, nh * 5, K)  # Y_k = Σ_j P_kj X_j, P = softmax(S); rows (head, r)
     YhT = torch.cat([YT, ones], 1)  # [E, m, K]: attention output o_k = Zh_e Ŷ_k (centred)
-    sa = torch.rsqrt(_quad(YhT, Ga) / C + M.norm_attn.eps)  # [E, K]
-    zeta = torch.cat([ones, YhT * sa.unsqueeze(1)], 1)  # [E, m + 1, K]: cen(h + LayerNorm(o_k)) = Wbᵀ ζ_k
-    so = torch.rsqrt(_quad(zeta, Go) / C + M.norm_out.eps)  # [E, K]
-    return so * (g.unsqueeze(-1) * zeta).sum(1) / C + M.norm_out.bias.mean()  # [E, K] (a 1-row bmm is slow)
+    # readout basis ζ_k = [1, sa_k Ŷ_k] (cen(h + LayerNorm(o_k)) = Wbᵀ ζ_k): its quadratic form with Go and its dot
+    # product with g expand into forms of Ŷ_k alone, all from one per-edge product [2m + 2, m] x [m, K]
+    m = YhT.shape[1]
+    W = torch.cat([Ga, Go[:, 1:, 1:], Go[:, :1, 1:], g[:, 1:].unsqueeze(1)], 1)  # [E, 2m + 2, m]
+    WYq, WYo, WYg = torch.bmm(W, YhT).split([2 * m, 1, 1], 1)  # split, not slices: one cat in the backward
+    qa, qo = (WYq.view(E, 2, m, K) * YhT.unsqueeze(1)).sum(2).unbind(1)  # [E, K]: Ŷᵀ Ga Ŷ, Ŷᵀ Go' Ŷ
+    sa = torch.rsqrt(qa / C + M.norm_attn.eps)  # [E, K]
+    so = torch.rsqrt((Go[:, 0, :1] + sa * (2 * WYo.squeeze(1) + sa * qo)) / C + M.norm_out.eps)  # [E, K]
+    return so * (g[:, :1] + sa * WYg.squeeze(1)) / C + M.norm_out.bias.mean()  # [E, K]
 
 
 def _edge_forms_bases(M, h):
