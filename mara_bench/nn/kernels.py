@@ -42,13 +42,15 @@ def _cen(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ attention core
-# The only tensors with K² entries per edge are the scores S = Lᵀ Xw and the softmax P. Kept by autograd they go
-# to main memory (the step's dominant traffic, and first-touch page faults of fresh allocations); here the attention
-# core Y = X Pᵀ is one autograd Function that saves only its [N, r, K] inputs and recomputes P block by block of
-# edges, small enough that every [n, K, K] temporary of a block stays in the cache. Its backward is a second
-# Function whose own backward (the double backward force training needs) is derived by hand below, so first and
-# second derivatives both stay blockwise; the result is the same algebra, so values and derivatives are equal up
-# to rounding.
+# The only tensors with K² entries per edge are the scores S = Lᵀ Xw and the softmax P. Through autograd's softmax
+# the first and second derivatives touch many [E, K, K] tensors in main memory. Here the attention core Y = X Pᵀ is
+# one autograd Function that saves P (computed block by block of edges) and nothing else of size K²; its backward is
+# a second Function whose own backward (the double backward of force training) is derived by hand below. Every
+# [n, K, K] temporary of the backward passes lives within one block, small enough to stay in the cache, and rowsums
+# over P are taken from [n, r, K] coefficients instead (δ_k = dY_k·Y_k, v below). Same algebra, so values and
+# derivatives equal autograd's up to rounding (tests/nn/test_mara_kernels.py). Recomputing P per block instead of
+# saving it was measured too: it avoids the page faults of a fresh [E, K, K] buffer but repeats the softmax,
+# and inside a backbone's step (where the allocator reuses memory) it was a few per cent slower.
 
 CORE_BLOCK_BYTES = 1 << 19  # bytes of one [n, K, K] temporary of the attention core's blocks (several are live)
 
@@ -58,15 +60,17 @@ def _blocks(N: int, K: int, itemsize: int):
     return [slice(i, min(i + n, N)) for i in range(0, N, n)]
 
 
-def _probs(L, Xw):
-    """P = softmax_j(Lᵀ Xw) for one block: L, Xw [n, a, K] -> [n, K, K]."""
-    return torch.softmax(torch.bmm(L.transpose(1, 2), Xw), dim=-1)
-
-
 def _score_grad(P, X, dY):
     """G_kj = dY_k·X_j − δ_k with δ_k = dY_k·Y_k, Y = X Pᵀ (so that ∂/∂S = P ⊙ G): [n, K, K]."""
     delta = (dY * torch.bmm(X, P.transpose(1, 2))).sum(1)  # Σ_j P_kj (dY_k·X_j) without a K² reduction
-    return torch.baddbmm(delta.unsqueeze(-1).neg(), dY.transpose(1, 2), X)
+    return torch.bmm(_aug(dY, delta.neg()).transpose(1, 2), _aug(X, 1.0))  # [dY; −δ]ᵀ [X; 1], one product
+
+
+def _aug(x, row):
+    """[x; row], one more row: x [n, r, K], row [n, K] or a number -> [n, r + 1, K] (a rank-one term of a product
+    as an extra row, instead of a broadcast bias that baddbmm would first copy into the [n, K, K] result)."""
+    row = x.new_full((x.shape[0], 1, x.shape[2]), row) if isinstance(row, float) else row.unsqueeze(1)
+    return torch.cat([x, row], 1)
 
 
 class _Attention(torch.autograd.Function):
@@ -75,53 +79,57 @@ class _Attention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, L, Xw, X):
         L, Xw, X = L.contiguous(), Xw.contiguous(), X.contiguous()
+        N, r, K = X.shape
         Y = torch.empty_like(X)
-        for b in _blocks(*X.shape[::2], X.element_size()):
-            torch.bmm(X[b], _probs(L[b], Xw[b]).transpose(1, 2), out=Y[b])
-        ctx.save_for_backward(L, Xw, X)
+        P = X.new_empty(N, K, K)
+        for b in _blocks(N, K, X.element_size()):  # P = softmax_j(Lᵀ Xw), written in place block by block
+            torch.ops.aten._softmax.out(torch.bmm(L[b].transpose(1, 2), Xw[b]), -1, False, out=P[b])
+            torch.bmm(X[b], P[b].transpose(1, 2), out=Y[b])
+        ctx.save_for_backward(L, Xw, X, P)
         return Y
 
     @staticmethod
     def backward(ctx, dY):
-        return _AttentionBackward.apply(*ctx.saved_tensors, dY)
+        L, Xw, X, P = ctx.saved_tensors
+        return _AttentionBackward.apply(L, Xw, X, dY, P)
 
 
 class _AttentionBackward(torch.autograd.Function):
-    """(∂/∂L, ∂/∂Xw, ∂/∂X) of Σ dY ⊙ Y for :class:`_Attention`, with dS = ∂/∂S = P ⊙ G (:func:`_score_grad`):
-    dL = Xw dSᵀ, dXw = L dS, dX = dY P. Its backward takes cotangents (a, b, c) of (dL, dXw, dX); with
-    H' = aᵀXw + Lᵀb − rowsum(P ⊙ (aᵀXw + Lᵀb)) and U = P ⊙ H' it is
-    ∂/∂X = dY U, ∂/∂dY = c Pᵀ + X Uᵀ, S̄ = P ⊙ (Q − rowsum(P ⊙ Q)) with Q = H' ⊙ G + dYᵀc,
-    ∂/∂L = b dSᵀ + Xw S̄ᵀ, ∂/∂Xw = a dS + L S̄ (tests: gradcheck and gradgradcheck against autograd)."""
+    """(∂/∂L, ∂/∂Xw, ∂/∂X) of Σ dY ⊙ Y for :class:`_Attention` (P is passed in, not differentiated: its dependence
+    on L and Xw is in the formulas). With dS = ∂/∂S = P ⊙ G (:func:`_score_grad`): dL = Xw dSᵀ, dXw = L dS,
+    dX = dY P. Its backward takes cotangents (a, b, c) of (dL, dXw, dX); with H' = aᵀXw + Lᵀb − rowsum(P ⊙ (aᵀXw
+    + Lᵀb)) and U = P ⊙ H' it is ∂/∂X = dY U, ∂/∂dY = c Pᵀ + X Uᵀ, S̄ = P ⊙ (Q − rowsum(P ⊙ Q)) with
+    Q = H' ⊙ G + dYᵀc, ∂/∂L = b dSᵀ + Xw S̄ᵀ, ∂/∂Xw = a dS + L S̄ (tests: gradcheck and gradgradcheck)."""
 
     @staticmethod
-    def forward(ctx, L, Xw, X, dY):
+    def forward(ctx, L, Xw, X, dY, P):
         dY = dY.contiguous()
         dL, dXw, dX = torch.empty_like(L), torch.empty_like(Xw), torch.empty_like(X)
         for b in _blocks(*X.shape[::2], X.element_size()):
-            P = _probs(L[b], Xw[b])
-            dS = _score_grad(P, X[b], dY[b]).mul_(P)
-            torch.bmm(dY[b], P, out=dX[b])
+            Pb = P[b]
+            dS = _score_grad(Pb, X[b], dY[b]).mul_(Pb)
+            torch.bmm(dY[b], Pb, out=dX[b])
             torch.bmm(Xw[b], dS.transpose(1, 2), out=dL[b])
             torch.bmm(L[b], dS, out=dXw[b])
-        ctx.save_for_backward(L, Xw, X, dY)
+        ctx.save_for_backward(L, Xw, X, dY, P)
         return dL, dXw, dX
 
     @staticmethod
     @once_differentiable
     def backward(ctx, ga, gb, gc):
-        L, Xw, X, dY = ctx.saved_tensors
+        L, Xw, X, dY, P_all = ctx.saved_tensors
         ga = torch.zeros_like(L) if ga is None else ga.contiguous()
         gb = torch.zeros_like(Xw) if gb is None else gb.contiguous()
         gc = torch.zeros_like(X) if gc is None else gc.contiguous()
         gL, gXw, gX, gdY = torch.empty_like(L), torch.empty_like(Xw), torch.empty_like(X), torch.empty_like(dY)
         for b in _blocks(*X.shape[::2], X.element_size()):
             l, xw, x, dy, a, bb, c = L[b], Xw[b], X[b], dY[b], ga[b], gb[b], gc[b]
-            P = _probs(l, xw)
+            P = P_all[b]
             Pt = P.transpose(1, 2)
             G = _score_grad(P, x, dy)
             A1, B1 = torch.cat([a, l], 1), torch.cat([xw, bb], 1)  # H = A1ᵀ B1 = aᵀXw + Lᵀb
             v = (A1 * torch.bmm(B1, Pt)).sum(1)  # rowsum(P ⊙ H) without a K² reduction
-            Hp = torch.baddbmm(v.unsqueeze(-1).neg(), A1.transpose(1, 2), B1)  # H'
+            Hp = torch.bmm(_aug(A1, v.neg()).transpose(1, 2), _aug(B1, 1.0))  # H' = [A1; −v]ᵀ [B1; 1]
             U = Hp * P
             torch.bmm(dy, U, out=gX[b])
             torch.baddbmm(torch.bmm(c, Pt), x, U.transpose(1, 2), out=gdY[b])
@@ -130,12 +138,12 @@ class _AttentionBackward(torch.autograd.Function):
             torch.baddbmm(torch.bmm(bb, dS.transpose(1, 2)), xw, Sb.transpose(1, 2), out=gL[b])
             torch.baddbmm(torch.bmm(a, dS), l, Sb, out=gXw[b])
         need = ctx.needs_input_grad
-        return tuple(g if n else None for g, n in zip((gL, gXw, gX, gdY), need, strict=True))
+        return tuple(g if n else None for g, n in zip((gL, gXw, gX, gdY, None), need, strict=True))
 
 
 def attention(L: torch.Tensor, Xw: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-    """Y = X softmax_j(Lᵀ Xw)ᵀ for coefficient-major L, Xw [N, a, K], X [N, r, K] -> [N, r, K], blockwise over N
-    with first and second derivatives (no [N, K, K] tensor is kept between passes)."""
+    """Y = X softmax_j(Lᵀ Xw)ᵀ for coefficient-major L, Xw [N, a, K], X [N, r, K] -> [N, r, K], with first and
+    second derivatives computed blockwise over N (P is the only [N, K, K] tensor kept)."""
     return _Attention.apply(L, Xw, X)
 
 
@@ -183,8 +191,8 @@ def _grid_pass(M, rho, GV, BT, b, Ga, Go, g):
     # product with g expand into forms of Ŷ_k alone, all from one per-edge product [2m + 2, m] x [m, K]
     m = YhT.shape[1]
     W = torch.cat([Ga, Go[:, 1:, 1:], Go[:, :1, 1:], g[:, 1:].unsqueeze(1)], 1)  # [E, 2m + 2, m]
-    WYq, WYo, WYg = torch.bmm(W, YhT).split([2 * m, 1, 1], 1)  # split, not slices: one cat in the backward
-    qa, qo = (WYq.view(E, 2, m, K) * YhT.unsqueeze(1)).sum(2).unbind(1)  # [E, K]: Ŷᵀ Ga Ŷ, Ŷᵀ Go' Ŷ
+    WYa, WYq, WYo, WYg = torch.bmm(W, YhT).split([m, m, 1, 1], 1)  # split, not slices: one cat in the backward
+    qa, qo = (WYa * YhT).sum(1), (WYq * YhT).sum(1)  # [E, K]: Ŷᵀ Ga Ŷ, Ŷᵀ Go' Ŷ
     sa = torch.rsqrt(qa / C + M.norm_attn.eps)  # [E, K]
     so = torch.rsqrt((Go[:, 0, :1] + sa * (2 * WYo.squeeze(1) + sa * qo)) / C + M.norm_out.eps)  # [E, K]
     return so * (g[:, :1] + sa * WYg.squeeze(1)) / C + M.norm_out.bias.mean()  # [E, K]
