@@ -60,10 +60,10 @@ def _blocks(N: int, K: int, itemsize: int):
     return [slice(i, min(i + n, N)) for i in range(0, N, n)]
 
 
-def _score_grad(P, X, dY):
-    """G_kj = dY_k·X_j − δ_k with δ_k = dY_k·Y_k, Y = X Pᵀ (so that ∂/∂S = P ⊙ G): [n, K, K]."""
-    delta = (dY * torch.bmm(X, P.transpose(1, 2))).sum(1)  # Σ_j P_kj (dY_k·X_j) without a K² reduction
-    return torch.bmm(_aug(dY, delta.neg()).transpose(1, 2), _aug(X, 1.0))  # [dY; −δ]ᵀ [X; 1], one product
+def _augmented(X, dY, Y):
+    """([X; 1], [dY; −δ]) with δ_k = dY_k·Y_k = Σ_j P_kj (dY_k·X_j): then G = [dY; −δ]ᵀ [X; 1] has
+    G_kj = dY_k·X_j − δ_k and ∂/∂S = P ⊙ G, one product per block without a K² reduction."""
+    return _aug(X, 1.0), _aug(dY, (dY * Y).sum(1).neg())
 
 
 def _aug(x, row):
@@ -85,51 +85,55 @@ class _Attention(torch.autograd.Function):
         for b in _blocks(N, K, X.element_size()):  # P = softmax_j(Lᵀ Xw), written in place block by block
             torch.ops.aten._softmax.out(torch.bmm(L[b].transpose(1, 2), Xw[b]), -1, False, out=P[b])
             torch.bmm(X[b], P[b].transpose(1, 2), out=Y[b])
-        ctx.save_for_backward(L, Xw, X, P)
+        ctx.save_for_backward(L, Xw, X, P, Y)
         return Y
 
     @staticmethod
     def backward(ctx, dY):
-        L, Xw, X, P = ctx.saved_tensors
-        return _AttentionBackward.apply(L, Xw, X, dY, P)
+        L, Xw, X, P, Y = ctx.saved_tensors
+        return _AttentionBackward.apply(L, Xw, X, dY, P, Y.detach())
 
 
 class _AttentionBackward(torch.autograd.Function):
     """(∂/∂L, ∂/∂Xw, ∂/∂X) of Σ dY ⊙ Y for :class:`_Attention` (P is passed in, not differentiated: its dependence
-    on L and Xw is in the formulas). With dS = ∂/∂S = P ⊙ G (:func:`_score_grad`): dL = Xw dSᵀ, dXw = L dS,
+    on L and Xw is in the formulas). With dS = ∂/∂S = P ⊙ G (:func:`_augmented`): dL = Xw dSᵀ, dXw = L dS,
     dX = dY P. Its backward takes cotangents (a, b, c) of (dL, dXw, dX); with H' = aᵀXw + Lᵀb − rowsum(P ⊙ (aᵀXw
     + Lᵀb)) and U = P ⊙ H' it is ∂/∂X = dY U, ∂/∂dY = c Pᵀ + X Uᵀ, S̄ = P ⊙ (Q − rowsum(P ⊙ Q)) with
     Q = H' ⊙ G + dYᵀc, ∂/∂L = b dSᵀ + Xw S̄ᵀ, ∂/∂Xw = a dS + L S̄ (tests: gradcheck and gradgradcheck)."""
 
     @staticmethod
-    def forward(ctx, L, Xw, X, dY, P):
+    def forward(ctx, L, Xw, X, dY, P, Y):
         dY = dY.contiguous()
         dL, dXw, dX = torch.empty_like(L), torch.empty_like(Xw), torch.empty_like(X)
+        Xa, dYa = _augmented(X, dY, Y)
         for b in _blocks(*X.shape[::2], X.element_size()):
             Pb = P[b]
-            dS = _score_grad(Pb, X[b], dY[b]).mul_(Pb)
+            dS = torch.bmm(dYa[b].transpose(1, 2), Xa[b]).mul_(Pb)
             torch.bmm(dY[b], Pb, out=dX[b])
             torch.bmm(Xw[b], dS.transpose(1, 2), out=dL[b])
             torch.bmm(L[b], dS, out=dXw[b])
-        ctx.save_for_backward(L, Xw, X, dY, P)
+        ctx.save_for_backward(L, Xw, X, dY, P, Y)
         return dL, dXw, dX
 
     @staticmethod
     @once_differentiable
     def backward(ctx, ga, gb, gc):
-        L, Xw, X, dY, P_all = ctx.saved_tensors
+        L, Xw, X, dY, P_all, Y = ctx.saved_tensors
         ga = torch.zeros_like(L) if ga is None else ga.contiguous()
         gb = torch.zeros_like(Xw) if gb is None else gb.contiguous()
         gc = torch.zeros_like(X) if gc is None else gc.contiguous()
         gL, gXw, gX, gdY = torch.empty_like(L), torch.empty_like(Xw), torch.empty_like(X), torch.empty_like(dY)
+        Xa, dYa = _augmented(X, dY, Y)
+        A1, B1a = torch.cat([ga, L], 1), torch.cat([Xw, gb, L.new_ones(L.shape[0], 1, L.shape[2])], 1)
         for b in _blocks(*X.shape[::2], X.element_size()):
             l, xw, x, dy, a, bb, c = L[b], Xw[b], X[b], dY[b], ga[b], gb[b], gc[b]
             P = P_all[b]
             Pt = P.transpose(1, 2)
-            G = _score_grad(P, x, dy)
-            A1, B1 = torch.cat([a, l], 1), torch.cat([xw, bb], 1)  # H = A1ᵀ B1 = aᵀXw + Lᵀb
-            v = (A1 * torch.bmm(B1, Pt)).sum(1)  # rowsum(P ⊙ H) without a K² reduction
-            Hp = torch.bmm(_aug(A1, v.neg()).transpose(1, 2), _aug(B1, 1.0))  # H' = [A1; −v]ᵀ [B1; 1]
+            G = torch.bmm(dYa[b].transpose(1, 2), Xa[b])
+            # H = A1ᵀ B1 = aᵀXw + Lᵀb (B1 = [Xw; b], the rows of B1a but the last); v = rowsum(P ⊙ H) without a K²
+            # reduction; H' = H − v 1ᵀ = [A1; −v]ᵀ [B1; 1]
+            v = (A1[b] * torch.bmm(B1a[b, :-1], Pt)).sum(1)
+            Hp = torch.bmm(_aug(A1[b], v.neg()).transpose(1, 2), B1a[b])
             U = Hp * P
             torch.bmm(dy, U, out=gX[b])
             torch.baddbmm(torch.bmm(c, Pt), x, U.transpose(1, 2), out=gdY[b])
@@ -138,7 +142,7 @@ class _AttentionBackward(torch.autograd.Function):
             torch.baddbmm(torch.bmm(bb, dS.transpose(1, 2)), xw, Sb.transpose(1, 2), out=gL[b])
             torch.baddbmm(torch.bmm(a, dS), l, Sb, out=gXw[b])
         need = ctx.needs_input_grad
-        return tuple(g if n else None for g, n in zip((gL, gXw, gX, gdY, None), need, strict=True))
+        return tuple(g if n else None for g, n in zip((gL, gXw, gX, gdY, None, None), need, strict=True))
 
 
 def attention(L: torch.Tensor, Xw: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
