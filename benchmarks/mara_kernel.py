@@ -1,4 +1,5 @@
-"""Speed of the MARA ``paper`` gate: our batched [E, K, C] path vs the torch-harmonics ``AttentionS2`` reference.
+"""Speed of the MARA ``paper`` gate: our paths (``--impl``: the folded default, or the readable token path) vs the
+torch-harmonics ``AttentionS2`` reference.
 
 Importable (the asv suite wraps :func:`time_forward_backward` / :func:`compare`) and runnable::
 
