@@ -21,11 +21,14 @@ Readout.  LayerNorm(o_k) and LayerNorm(h_e + LayerNorm(o_k)) need only channel m
 channel-mean readout, one dot product with γ_out — all quadratic or linear forms in the coefficients, from
 Gram matrices of a few C-vectors per edge.
 
-The only tensors with K² entries per edge are the scores and the softmax; everything else is [E, K, ≤ 8] or
-[E, C, ≤ 8]. Exactness: equal to the readable path up to rounding (tests/nn/test_mara.py: ≤ 1e-10 in float64 for
-values, gradients and second derivatives). In float32 the variances come from Gram expansions, which lose
-relative precision only when a LayerNorm input is nearly constant over channels (variance ≪ its parts).
-All ops are plain differentiable torch ops, so force training's double backward works through autograd.
+The only tensors with K² entries per edge are the scores and the softmax, inside the attention core
+(:func:`attention`: P saved once, every other K² temporary blockwise); everything else is [E, ≤ 14, K] or
+[E, C, ≤ 8]. Exactness: equal to the readable path up to rounding (tests/nn/test_mara_kernels.py: ≤ 1e-10 in
+float64 for values, gradients and second derivatives). In float32 the variances come from Gram expansions, which
+lose relative precision only when a LayerNorm input is nearly constant over channels (variance ≪ its parts).
+All ops outside the attention core are plain differentiable torch ops; the core's first and second derivatives
+are hand-derived autograd Functions (checked by gradcheck and gradgradcheck), so force training's double backward
+works.
 """
 
 from __future__ import annotations
