@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,10 +20,31 @@ import torch
 from ..graph import FrameGraph, collate
 
 
-def _counted(fn) -> int:
-    from ..timing.measure import count_flops
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's per-module tracker. That tracker hooks module outputs with multi-grad hooks,
+    which raise inside ``torch.autograd.grad`` (how every backbone computes forces); totals need no modules."""
 
-    return count_flops(fn)
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return False
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` (``FlopCounterMode``: matrix products, multiply-add = 2; deterministic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+
 
 
 def _graph_sizes(graphs: list[FrameGraph]) -> dict[str, int]:
@@ -44,7 +66,7 @@ def train_step_flops(model: torch.nn.Module, train_graphs: list[FrameGraph], bat
         e_mse, f_mse = loss_terms(out, batch, energy_loss)
         (e_mse + f_mse).backward()
 
-    flops = _counted(step)
+    flops = count_flops(step)
     return {"flops_per_step": flops, "flops_per_frame": flops / len(ref), "reference": _graph_sizes(ref)}
 
 
@@ -59,7 +81,7 @@ def inference_flops(model: torch.nn.Module, graphs: list[FrameGraph], batch_size
     ref = graphs[: max(1, int(batch_size))]
     m = copy.deepcopy(model).eval()
     batch = collate(ref, dtype=dtype).to(device)
-    flops = _counted(lambda: m(batch, compute_forces=True, training=False))
+    flops = count_flops(lambda: m(batch, compute_forces=True, training=False))
     return {"flops_per_structure": flops / len(ref), "reference": _graph_sizes(ref)}
 
 

@@ -88,30 +88,6 @@ def measure(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2, device="c
     return [time_call_ms(fn, device) for _ in range(repeats)]
 
 
-class _GlobalOnly:
-    """Stands in for FlopCounterMode's per-module tracker. That tracker hooks module outputs with multi-grad hooks,
-    which raise inside ``torch.autograd.grad`` (how every backbone computes forces); totals need no modules."""
-
-    parents = frozenset({"Global"})
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return False
-
-
-def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of one call of ``fn`` (``FlopCounterMode``: matrix products, multiply-add = 2; deterministic)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    counter.mod_tracker = _GlobalOnly()
-    with counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
 def gemm_probe(device="cpu", dtype: str = "float32", n: int = 512, repeats: int = 7) -> dict[str, Any]:
     """Dense matmul rate with the current threads: GFLOP/s of ``repeats`` n x n x n products (median and best).
 

@@ -25,8 +25,8 @@ import torch
 
 from ..config import MARA_VARIANTS
 from ..graph import GraphBatch
+from ..run.cost import count_flops
 from .measure import (
-    count_flops,
     is_oom,
     peak_memory_of,
     summarize,

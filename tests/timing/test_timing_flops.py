@@ -8,12 +8,13 @@ import pytest
 import torch
 from pair_backbones import PairModel, small_sweep
 
+from mara_bench.run.cost import count_flops
 from mara_bench.timing import measure as timing
 
 
 def test_count_flops_is_exact_for_a_matmul_and_deterministic_for_a_training_step():
     a, b = torch.randn(30, 40), torch.randn(40, 50)
-    assert timing.count_flops(lambda: a @ b) == 2 * 30 * 40 * 50
+    assert count_flops(lambda: a @ b) == 2 * 30 * 40 * 50
     from mara_bench.backbone import TRAIN_DEFAULTS
     from mara_bench.run.train import make_optimizer
     from mara_bench.timing.sweep import inference_step, train_step
@@ -22,8 +23,8 @@ def test_count_flops_is_exact_for_a_matmul_and_deterministic_for_a_training_step
     batch, _ = make_batch(load_molecule("ase:C6H6"), 24, 4.0, torch.float32)
     model = PairModel("paper", torch.float32)
     opt = make_optimizer(model, TRAIN_DEFAULTS)
-    counts = [timing.count_flops(lambda: train_step(model, batch, opt, TRAIN_DEFAULTS)) for _ in range(2)]
-    inf = timing.count_flops(lambda: inference_step(model, batch))
+    counts = [count_flops(lambda: train_step(model, batch, opt, TRAIN_DEFAULTS)) for _ in range(2)]
+    inf = count_flops(lambda: inference_step(model, batch))
     assert counts[0] == counts[1] > inf > 0  # training adds the double backward and the parameter gradients
 
 
