@@ -124,8 +124,9 @@ def test_torchrun_mara_bench_run_resumes_and_matches_single_process(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     m = read_json(rd / "metrics.json")
     assert m["train"]["resumed_from_epoch"] >= 1 and m["train"]["epochs"] == 4
-    assert sorted(f.name for f in rd.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json",
-                                                    "predictions.npz", "run_info.json", "train_log.csv"]
+    assert sorted(f.name for f in rd.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json", "predictions.npz",
+                                                    "run_info.json", "split_indices.json", "stats.json",
+                                                    "train_log.csv"]
     tiny_backbone.register()
     cfg = RunConfig(backbone="tiny", preset="smoke", dataset=str(data), dtype="float64",
                     overrides={"train.max_epochs": 4}, output_dir=str(tmp_path / "single"))

@@ -116,7 +116,8 @@ def test_one_trainer_per_run_folder_and_takeover_after_kill(tmp_path, runner):
     assert (rd / "metrics.json").is_file()
     assert read_holder(rd) is None  # released at the end
     assert sorted(f.name for f in rd.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json", "predictions.npz",
-                                                    "run_info.json", "train_log.csv"]  # nothing of the lock inside
+                                                    "run_info.json", "split_indices.json", "stats.json",
+                                                    "train_log.csv"]  # nothing of the lock inside
     assert json.loads((rd / "metrics.json").read_text())["train"]["resumed_from_epoch"] == 1
 
 

@@ -18,6 +18,7 @@ from mara_bench.errors import UserError
 from mara_bench.run import sweep as sw
 
 TESTS = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent  # jobs import this module (setup hook test_sweep:_slow_saves)
 
 
 def _slow_saves() -> None:
@@ -38,7 +39,7 @@ def _slow_saves() -> None:
 def tiny_env(tmp_path, monkeypatch):
     """Two small LJ datasets, the tiny backbone registered here and in every job (setup hook + PYTHONPATH)."""
     tiny_backbone.register()
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(HERE), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(tmp_path)
     for k in (0, 1):
