@@ -212,7 +212,6 @@ def loss_weights(o: dict[str, Any], epoch: int) -> tuple[float, float]:
     return float(o["energy_weight"]), float(o["forces_weight"])
 
 
-_weights = loss_weights  # the old private name (tests/run/test_train.py imports it)
 
 
 def _write_log(path: Path, log: list[list[float]], o: dict[str, Any], flops_per_epoch: int | None = None) -> None:

@@ -12,7 +12,7 @@ from tiny_backbone import TinyPairModel, make_lj_frames
 from mara_bench.backbone import TRAIN_DEFAULTS
 from mara_bench.graph import build_graph
 from mara_bench.run.evaluate import evaluate_run, rotated_copy
-from mara_bench.run.train import TrainingDiverged, _weights, stage_of, train
+from mara_bench.run.train import TrainingDiverged, loss_weights, stage_of, train
 
 
 def graphs(n, seed):
@@ -55,7 +55,7 @@ def test_training_reduces_loss_and_writes_log(data, tmp_path):
 
 def test_stage_two_weights_and_early_stop_and_time_limit(data, tmp_path):
     o = opts(max_epochs=10, stage2_start=0.5, stage2_energy_weight=7.0, stage2_forces_weight=3.0)
-    assert _weights(o, 4) == (1.0, 1000.0) and _weights(o, 5) == (7.0, 3.0)
+    assert loss_weights(o, 4) == (1.0, 1000.0) and loss_weights(o, 5) == (7.0, 3.0)
     tr, va, _ = data
     res = train(model(), tr, va, opts(max_epochs=50, lr=0.0, early_stopping_patience=2), seed=0,
                 dtype=torch.float64, device="cpu", run_dir=tmp_path / "a", progress=False)
