@@ -123,3 +123,25 @@ def test_html_renders_in_headless_chromium(compared, tmp_path):
     r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
                         "--window-size=1200,2400", (out / "report.html").as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 20_000, r.stderr[-500:]
+
+
+def test_learning_curves_and_pareto_figures_render_in_headless_chromium(compared, tmp_path):
+    """The equal-compute figures are in the report and the browser decodes them: a copy of the report marks, after
+    load, the alt text of every image with a non-zero natural width; Chromium's --dump-dom shows the marks."""
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium/google-chrome on PATH (apt-get install -y chromium); browser check skipped")
+    _, out, _ = compared
+    html = (out / "report.html").read_text()
+    assert "alt='learning_curves'" in html and "alt='pareto_test'" in html
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", "<script>window.addEventListener('load', () => "
+                                  "document.body.setAttribute('data-decoded', [...document.images]"
+                                  ".filter(i => i.complete && i.naturalWidth > 0).map(i => i.alt).join(',')));"
+                                  "</script></body>"))
+    r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                        "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    m = re.search(r'data-decoded="([^"]*)"', r.stdout)
+    assert m, r.stdout[-500:] + r.stderr[-500:]
+    decoded = set(m.group(1).split(","))
+    assert {"learning_curves", "pareto_test"} <= decoded, decoded
