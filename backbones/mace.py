@@ -8,7 +8,7 @@ is listed in docs/backbone_mace.md.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from mara_bench.backbone import Backbone, MaraOptions
 from mara_bench.errors import UserError, unknown
@@ -36,20 +36,21 @@ MODEL_DEFAULTS: dict[str, Any] = {
 
 
 class MACEBackbone(Backbone):
-    name: ClassVar[str] = "mace"
-    description: ClassVar[str] = "MACE (mace-torch 0.3.16, ScaleShiftMACE), higher-order equivariant message passing"
-    requires: ClassVar[tuple[str, ...]] = ("mace", "e3nn")
-    mara_placement: ClassVar[str] = (
-        "every interaction block: MARA gates the per-edge conv_tp messages [E, D] before the scatter-sum over "
-        "receivers (conv_tp wrapped; edge vectors tapped from MACE's spherical_harmonics input)"
-    )
-    option_rules: ClassVar[dict[str, str]] = {
+    """MACE (mace-torch 0.3.16, ScaleShiftMACE), higher-order equivariant message passing.
+
+    MARA: every interaction block: MARA gates the per-edge conv_tp messages [E, D] before the scatter-sum over
+    receivers (conv_tp wrapped; edge vectors tapped from MACE's spherical_harmonics input).
+    """
+
+    name = "mace"
+    requires = ("mace", "e3nn")
+    option_rules = {
         "r_max": "float>0", "num_bessel": "int>=1", "num_polynomial_cutoff": "int>=1", "max_ell": "int>=0",
         "num_interactions": "int>=1", "hidden_irreps": "irreps", "correlation": "int>=1", "MLP_irreps": "irreps",
         "radial_MLP": "list[int>=1]", "gate": "str", "interaction_first": "str", "interaction": "str",
         "use_reduced_cg": "bool", "inter_scale": "'rms_forces' | float>0", "inter_shift": "'none' | 'mean' | float",
     }
-    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
+    presets = {
         # tiny: the whole smoke training takes seconds on one CPU core
         "smoke": {
             "model": {

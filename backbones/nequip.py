@@ -6,26 +6,26 @@ value comes from is documented in docs/backbones.md.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from mara_bench.backbone import Backbone
 
 
 class NequIPBackbone(Backbone):
-    name: ClassVar[str] = "nequip"
-    description: ClassVar[str] = "NequIP (Batzner et al. 2022) from the nequip package, E(3)-equivariant convolutions"
-    requires: ClassVar[tuple[str, ...]] = ("nequip", "e3nn")
-    mara_placement: ClassVar[str] = (
-        "every InteractionBlock: on the per-edge tensor-product messages (tp_scatter.tp output), "
-        "before the scatter-sum to receivers")
-    option_rules: ClassVar[dict[str, str]] = {
+    """NequIP (Batzner et al. 2022) from the nequip package, E(3)-equivariant convolutions.
+
+    MARA: every InteractionBlock: on the per-edge tensor-product messages (tp_scatter.tp output), before the
+    scatter-sum to receivers.
+    """
+
+    name = "nequip"
+    requires = ("nequip", "e3nn")
+    option_rules = {
         "r_max": "float>0", "num_layers": "int>=1", "l_max": "int>=0", "parity": "bool",
         "num_features": "int>=1 | list[int>=1]", "type_embed_num_features": "int>=1", "radial_mlp_depth": "int>=1",
         "radial_mlp_width": "int>=1", "num_bessels": "int>=1", "polynomial_cutoff_p": "float>0",
         "readout_mlp_hidden_layers_depth": "int>=0", "readout_mlp_hidden_layers_width": "int>=1",
         "per_type_energy_scales_trainable": "bool", "per_type_energy_shifts_trainable": "bool",
     }
-    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
+    presets = {
         # seconds on a CPU: for tests and the backbone test kit
         "smoke": {
             "model": {"r_max": 4.0, "num_layers": 2, "l_max": 1, "parity": False, "num_features": 8,

@@ -6,26 +6,26 @@ import shim :mod:`._schnetpack_compat`). Where each preset value comes from is d
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from mara_bench.backbone import Backbone
 
 from ._schnetpack_compat import SCHNETPACK_MD17_TRAIN
 
 
 class PaiNNBackbone(Backbone):
-    name: ClassVar[str] = "painn"
-    description: ClassVar[str] = "PaiNN (Schütt et al. 2021) from schnetpack, equivariant scalar+vector messages"
-    requires: ClassVar[tuple[str, ...]] = ("schnetpack",)
-    mara_placement: ClassVar[str] = (
-        "every PaiNNInteraction: gates the per-edge scalar and vector messages (phi_s, phi_vs, phi_vv terms) "
-        "before the neighbour sum, via the message filter W_ij (messages are linear in it)")
-    option_rules: ClassVar[dict[str, str]] = {
+    """PaiNN (Schütt et al. 2021) from schnetpack, equivariant scalar+vector messages.
+
+    MARA: every PaiNNInteraction: gates the per-edge scalar and vector messages (phi_s, phi_vs, phi_vv terms)
+    before the neighbour sum, via the message filter W_ij (messages are linear in it).
+    """
+
+    name = "painn"
+    requires = ("schnetpack",)
+    option_rules = {
         "r_max": "float>0", "n_atom_basis": "int>=1", "n_interactions": "int>=1", "n_rbf": "int>=1",
         "radial_basis": "'bessel' | 'gaussian'", "shared_interactions": "bool", "shared_filters": "bool",
         "head_layers": "int>=1",
     }
-    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
+    presets = {
         "smoke": {
             "model": {"r_max": 4.0, "n_atom_basis": 16, "n_interactions": 2, "n_rbf": 8},
             "train": {"max_epochs": 2, "max_train_frames": 20, "max_val_frames": 10, "batch_size": 5},

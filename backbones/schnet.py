@@ -6,25 +6,25 @@ preset value comes from is documented in docs/backbones.md.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from mara_bench.backbone import Backbone
 
 from ._schnetpack_compat import SCHNETPACK_MD17_TRAIN
 
 
 class SchNetBackbone(Backbone):
-    name: ClassVar[str] = "schnet"
-    description: ClassVar[str] = "SchNet (Schütt et al. 2017) from torch-geometric, invariant continuous-filter convolutions"
-    requires: ClassVar[tuple[str, ...]] = ("torch_geometric",)
-    mara_placement: ClassVar[str] = (
-        "every interaction's CFConv (a PyG MessagePassing layer): gates the per-edge messages x_j * W_ij before "
-        "the neighbour sum, through PyG's message forward hook (mara_bench.nn.pyg.attach_mara)")
-    option_rules: ClassVar[dict[str, str]] = {
+    """SchNet (Schütt et al. 2017) from torch-geometric, invariant continuous-filter convolutions.
+
+    MARA: every interaction's CFConv (a PyG MessagePassing layer): gates the per-edge messages x_j * W_ij before
+    the neighbour sum, through PyG's message forward hook (mara_bench.nn.pyg.attach_mara).
+    """
+
+    name = "schnet"
+    requires = ("torch_geometric",)
+    option_rules = {
         "r_max": "float>0", "hidden_channels": "int>=2", "num_filters": "int>=1", "num_interactions": "int>=1",
         "num_gaussians": "int>=2",
     }
-    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
+    presets = {
         "smoke": {
             "model": {"r_max": 4.0, "hidden_channels": 16, "num_filters": 16, "num_interactions": 2,
                       "num_gaussians": 10},

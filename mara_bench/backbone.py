@@ -20,6 +20,7 @@ importing torch. :class:`EnergyModel` lives in :mod:`mara_bench.model` and is re
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -90,6 +91,18 @@ class Backbone:
     # "hidden_irreps": "irreps", "gate": "'silu' | 'tanh'"}; options without a rule must have the type their
     # presets give them
     option_rules: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass may document itself instead of setting the two text attributes: ``description`` defaults to
+        the first line of its docstring, ``mara_placement`` to the docstring paragraph that starts with "MARA:"."""
+        super().__init_subclass__(**kwargs)
+        doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
+        paragraphs = [" ".join(line.strip() for line in par.splitlines()).strip() for par in doc.split("\n\n")]
+        if "description" not in cls.__dict__ and doc:
+            cls.description = doc.splitlines()[0].strip().rstrip(".")
+        placement = next((par[len("MARA:"):].strip() for par in paragraphs if par.startswith("MARA:")), None)
+        if "mara_placement" not in cls.__dict__ and placement:
+            cls.mara_placement = placement.rstrip(".")
 
     def build(self, model_options: dict[str, Any], stats: DatasetStats, mara: MaraOptions,
               dtype: torch.dtype | None = None) -> EnergyModel:

@@ -105,10 +105,11 @@ def test_smoke_presets_cap_frames_in_readme_example_and_every_backbone():
 
     from mara_bench.registry import get_backbone
 
-    text = (REPO / "README.md").read_text()
-    example = re.search(r'"smoke": \{"model".*?"train": \{([^}]*)\}', text, re.S)
-    assert example, "README lost its smoke preset example"
-    assert "max_train_frames" in example.group(1) and "max_val_frames" in example.group(1), example.group(0)
+    for doc in ("README.md", "docs/add_your_backbone.md"):
+        text = (REPO / doc).read_text()
+        example = re.search(r'"smoke": \{"model".*?"train": \{([^}]*)\}', text, re.S)
+        assert example, f"{doc} lost its smoke preset example"
+        assert "max_train_frames" in example.group(1) and "max_val_frames" in example.group(1), (doc, example.group(0))
     src = (EXAMPLE / "mara_bench_example_plugin" / "__init__.py").read_text()
     plugin = re.search(r'"smoke": \{"model".*?"train": \{([^}]*)\}', src, re.S)
     assert plugin and "max_train_frames" in plugin.group(1) and "max_val_frames" in plugin.group(1)

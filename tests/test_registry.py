@@ -49,3 +49,33 @@ def test_plugin_clashing_with_builtin_loses_with_warning(cli, tmp_path):
     assert r.returncode == 0
     assert "evil_plugin" in r.stderr and "built-in wins" in r.stderr
     assert "a third-party toy backbone" not in r.stdout
+
+
+def test_description_and_mara_placement_from_the_docstring():
+    """A backbone may document itself: first docstring line = description, the 'MARA:' paragraph = placement;
+    explicit attributes win, and nothing is inherited from a parent's docstring."""
+    from mara_bench.backbone import Backbone
+
+    class Documented(Backbone):
+        """A documented toy backbone.
+
+        Longer prose that is neither.
+
+        MARA: on every edge message,
+        before the neighbour sum.
+        """
+
+    class Explicit(Documented):
+        """Another one.
+
+        MARA: ignored here."""
+
+        mara_placement = "explicit"
+
+    class Child(Documented):
+        pass
+
+    assert Documented.description == "A documented toy backbone"
+    assert Documented.mara_placement == "on every edge message, before the neighbour sum"
+    assert Explicit.description == "Another one" and Explicit.mara_placement == "explicit"
+    assert Child.description == Documented.description  # inherited attribute, not re-parsed
