@@ -216,12 +216,16 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None,
                     try:
                         ms = time_call_ms(fn, s.device)
                     except RuntimeError as e:
-                        if not (s.compile and m == "train") or is_oom(e):
+                        if not s.compile or is_oom(e):
                             raise
-                        # training on forces differentiates the force graph again (double backward), which
-                        # torch.compile'd graphs do not support: report it, keep timing inference
-                        skip([(v, m)], "skipped: torch.compile does not support the double backward of a "
-                                       f"force-trained step ({str(e).splitlines()[0][:80]})")
+                        first = (str(e).splitlines() or [type(e).__name__])[0][:80]
+                        if m == "train":  # training on forces differentiates the force graph again (double
+                            # backward), which torch.compile'd graphs do not support: report it, keep timing inference
+                            skip([(v, m)], "skipped: torch.compile does not support the double backward of a "
+                                           f"force-trained step ({first})")
+                        else:  # the compiler itself failed (e.g. inductor's CPU code with several threads)
+                            skip([(v, m)], f"skipped: torch.compile failed for this model on {s.device} ({first}); "
+                                           "time it without --compile, or with --threads 1")
                         break
                     if w == 0 and s.compile:  # first call = compilation (+ one step)
                         rows[(v, m)]["compile_s"] = time.perf_counter() - t0

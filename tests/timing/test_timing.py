@@ -151,6 +151,23 @@ def test_compile_times_compilation_apart_and_skips_force_training():
     assert rows["train"]["status"] == "skipped" and "double backward" in rows["train"]["note"]
 
 
+
+def test_a_compiler_failure_is_a_skipped_row_not_a_crash(monkeypatch):
+    """`time --compile` on a model the compiler cannot handle (seen: inductor's CPU code with two threads) reports
+    the row as skipped with the reason and the way out, instead of crashing the whole sweep."""
+
+    def broken_compile(model, **kw):
+        def call(*a, **k):
+            raise RuntimeError("InductorError: fake C++ compile error\nmore")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    res = small_sweep(sizes=(12,), variants=("off",), compile=True, repeats=2)
+    rows = {r["mode"]: r for r in res["rows"]}
+    assert rows["inference"]["status"] == "skipped" and "torch.compile failed" in rows["inference"]["note"]
+    assert "InductorError: fake" in rows["inference"]["note"] and "--threads 1" in rows["inference"]["note"]
+    assert timing.validate_timing(res) == []
+
 # ------------------------------------------------------------------------------------------------ plot
 
 
