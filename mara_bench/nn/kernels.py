@@ -198,8 +198,9 @@ def _grid_pass(M, rho, GV, BT, b, Ga, Go, g):
     # product with g expand into forms of Ŷ_k alone, all from one per-edge product [2m + 2, m] x [m, K]
     m = YhT.shape[1]
     W = torch.cat([Ga, Go[:, 1:, 1:], Go[:, :1, 1:], g[:, 1:].unsqueeze(1)], 1)  # [E, 2m + 2, m]
-    WYa, WYq, WYo, WYg = torch.bmm(W, YhT).split([m, m, 1, 1], 1)  # split, not slices: one cat in the backward
-    qa, qo = (WYa * YhT).sum(1), (WYq * YhT).sum(1)  # [E, K]: Ŷᵀ Ga Ŷ, Ŷᵀ Go' Ŷ
+    WYq, WYo, WYg = torch.bmm(W, YhT).split([2 * m, 1, 1], 1)  # split, not slices: one cat in the backward
+    # both quadratic forms in one product and one sum (half the nodes in each autograd pass; training 0.92-0.95x)
+    qa, qo = (WYq.view(E, 2, m, K) * YhT.unsqueeze(1)).sum(2).unbind(1)  # [E, K]: Ŷᵀ Ga Ŷ, Ŷᵀ Go' Ŷ
     sa = torch.rsqrt(qa / C + M.norm_attn.eps)  # [E, K]
     so = torch.rsqrt((Go[:, 0, :1] + sa * (2 * WYo.squeeze(1) + sa * qo)) / C + M.norm_out.eps)  # [E, K]
     return so * (g[:, :1] + sa * WYg.squeeze(1)) / C + M.norm_out.bias.mean()  # [E, K]
