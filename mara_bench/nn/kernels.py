@@ -55,6 +55,7 @@ def _cen(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 # saving it was measured too: it avoids the page faults of a fresh [E, K, K] buffer but repeats the softmax,
 # and inside a backbone's step (where the allocator reuses memory) it was a few per cent slower.
 
+LOG2E = 1.0 / math.log(2.0)  # softmax as 2^(log₂e·S − max): exp2 (Sleef) is several times cheaper than exp here
 CORE_BLOCK_BYTES = 1 << 19  # bytes of one [n, K, K] temporary of the attention core's blocks (several are live)
 
 
@@ -85,9 +86,12 @@ class _Attention(torch.autograd.Function):
         N, r, K = X.shape
         Y = torch.empty_like(X)
         P = X.new_empty(N, K, K)
+        L2 = L * LOG2E  # scores in base 2: exp2 is ~3x cheaper than exp on the CPU (same values up to rounding)
         for b in _blocks(N, K, X.element_size()):  # P = softmax_j(Lᵀ Xw), written in place block by block
-            torch.ops.aten._softmax.out(torch.bmm(L[b].transpose(1, 2), Xw[b]), -1, False, out=P[b])
-            torch.bmm(X[b], P[b].transpose(1, 2), out=Y[b])
+            Pb = torch.bmm(L2[b].transpose(1, 2), Xw[b], out=P[b])
+            Pb.sub_(Pb.amax(-1, keepdim=True)).exp2_()
+            Pb.mul_(Pb.sum(-1, keepdim=True).reciprocal_())
+            torch.bmm(X[b], Pb.transpose(1, 2), out=Y[b])
         ctx.save_for_backward(L, Xw, X, P, Y)
         return Y
 
