@@ -222,7 +222,8 @@ class MARA(nn.Module):
     def distances(self, d: torch.Tensor) -> torch.Tensor:
         """ρ_ek [E, K]: distance from the grid point p_j + r u_k to the receiver (spec step 3)."""
         r = torch.linalg.vector_norm(d, dim=-1, keepdim=True)
-        s = (self.grid_u.unsqueeze(0) + (d / r).unsqueeze(1)).square().sum(-1)
+        # [E, 3, K] layout (sum over the middle axis): a last axis of 3 makes every pass of the (double) backward slow
+        s = (self.grid_u.t() + (d / r).unsqueeze(-1)).square().sum(1)
         return r * torch.sqrt(torch.clamp(s, min=RHO_EPS))
 
     def tokens(self, m: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
