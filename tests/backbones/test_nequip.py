@@ -12,7 +12,7 @@ import pytest
 import torch
 from mara_bench_backbones.nequip import NequIPBackbone
 from mara_bench_backbones.nequip_mara import MaraTensorProduct, scalar_slice
-from smoke_models import smoke_tools
+from smoke_models import preset_parameter_counts, smoke_tools
 
 from mara_bench.backbone import MaraOptions
 from mara_bench.errors import UserError
@@ -114,19 +114,7 @@ def test_bad_options_and_elements_are_user_errors():
 
 
 def _counts(presets):
-    counts = {}
-    for preset in presets:
-        for variant in ("off", "paper", "control"):
-            torch.manual_seed(0)
-            model = NequIPBackbone().build(NequIPBackbone.preset(preset)["model"], KitStats(), MaraOptions(variant),
-                                           torch.float32)
-            counts[preset, variant] = sum(p.numel() for p in model.parameters())
-    print(counts)
-    for preset in presets:
-        assert counts[preset, "off"] < counts[preset, "paper"]
-        added = counts[preset, "paper"] - counts[preset, "off"]
-        assert abs(counts[preset, "control"] - counts[preset, "paper"]) <= 0.1 * added
-    return counts
+    return preset_parameter_counts(NequIPBackbone, presets)
 
 
 def test_presets_build_and_count_parameters():
