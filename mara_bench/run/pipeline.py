@@ -233,7 +233,9 @@ def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
     resuming = (rd / ckpt.NAME).exists() and not force
     if resuming:
         check_same_config(rd, cfg)
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    from ..config import torch_dtype
+
+    dtype = torch_dtype(cfg.dtype)
     torch.use_deterministic_algorithms(True, warn_only=True)
     apply_thread_env(p.device)
     t_start = time.perf_counter()

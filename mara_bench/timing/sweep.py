@@ -177,10 +177,11 @@ def time_size(s: SweepSettings, mol: Molecule, size: int, progress=None,
 
     Every variant (and every MARA implementation of ``paper``) is a separate model built from the same seed;
     repeats interleave all of them, so ratios (× off, × reference) are paired."""
+    from ..config import torch_dtype
     from ..run.pipeline import check_config
     from ..run.train import make_optimizer
 
-    dtype = getattr(torch, s.dtype)
+    dtype = torch_dtype(s.dtype)
     _, model_opts, train_opts = check_config(run_config_for(s.backbone, s.preset, "off", dtype,
                                                             model_overrides=s.model_overrides, seed=s.seed))
     r_max = float(model_opts["r_max"])  # with --set model.r_max the graphs follow the model
