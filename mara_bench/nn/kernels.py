@@ -169,20 +169,22 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     Two steps: the per-edge matrices (Grams, attention form; :func:`_edge_forms_one_head` from per-edge scalars
     for one head, :func:`_edge_forms_bases` from explicit C-vectors for any number of heads), then the per-grid-point
     pass :func:`_grid_pass` on coefficient-major tensors ([E, r, K])."""
-    rho = M.distances(d)  # [E, K]
+    u, log_w = M.distinct_u, M.distinct_log_w  # [K', 3], [K']: the W copies of each pole merged (K' = (H-2)W + 2)
+    rho = M.distances(d, u)  # [E, K']
     h = M.w_h(m)  # [E, C]
     forms = _edge_forms_one_head(M, h) if M.heads == 1 else _edge_forms_bases(M, h)
-    return torch.sigmoid(M.readout(_grid_pass(M, rho, *forms)))
+    ybar = _grid_pass(M, rho, u, log_w, *forms)  # [E, K']: ȳ at each distinct direction
+    return torch.sigmoid(F.linear(ybar, M.readout.weight @ M.distinct_merge, M.readout.bias))
 
 
-def _grid_pass(M, rho, GV, BT, b, Ga, Go, g):
-    """ȳ [E, K] from the per-edge forms. GV [E, 5, 5]: Gram of the centred token basis [n, f̃, W̃_p];
+def _grid_pass(M, rho, u, log_w, GV, BT, b, Ga, Go, g):
+    """ȳ [E, K] at directions u [K, 3] with log quadrature weights log_w [K], from the per-edge forms. GV [E, 5, 5]: Gram of the centred token basis [n, f̃, W̃_p];
     BT [E·nh, 5, 5] and b [E·nh, 5, 1]: scores S_kj = X_kᵀ B X_j + bᵀX_j + log ω_j; Ga [E, m, m]: Gram of the centred
     attention-output basis (m = 5·nh + 1, the last row the constant o₀); Go [E, m + 1, m + 1] and g [E, m + 1]: Gram
     of the centred readout basis [cen(h + β_a), cen(γ_a ⊙ output basis)] and its dot products with γ_out."""
     C, nh = M.hidden, M.heads
     E, K = rho.shape
-    ut = M.grid_u.t()  # [3, K]
+    ut = u.t()  # [3, K]
     ones = rho.new_ones(E, 1, K)
     # token variance c_kᵀ GV c_k / C with c_k = [1, ρ_k, u_k]: u_k is the same for every edge, so its terms are
     # per-edge coefficients times constant grid functions, two GEMMs instead of a per-edge [5, 5] x [5, K] product
@@ -195,7 +197,7 @@ def _grid_pass(M, rho, GV, BT, b, Ga, Go, g):
     XTh = XT if nh == 1 else XT.unsqueeze(1).expand(E, nh, 5, K).reshape(E * nh, 5, K)
     # L_k = Bᵀ X_k + b, augmented with a 1 that meets log ω in the key coefficients: S = [L; 1]ᵀ [X; log ω]
     LT = torch.cat([torch.baddbmm(b, BT, XTh), ones if nh == 1 else ones.repeat_interleave(nh, 0)], 1)
-    XwT = torch.cat([XTh, M.log_w.view(1, 1, K).expand(E * nh, 1, K)], 1)  # [E·nh, 6, K]
+    XwT = torch.cat([XTh, log_w.view(1, 1, K).expand(E * nh, 1, K)], 1)  # [E·nh, 6, K]
     YT = attention(LT, XwT, XTh).view(E, nh * 5, K)  # Y_k = Σ_j P_kj X_j, P = softmax(S); rows (head, r)
     YhT = torch.cat([YT, ones], 1)  # [E, m, K]: attention output o_k = Zh_e Ŷ_k (centred)
     # readout basis ζ_k = [1, sa_k Ŷ_k] (cen(h + LayerNorm(o_k)) = Wbᵀ ζ_k): its quadratic form with Go and its dot

@@ -45,7 +45,7 @@ from torch import nn
 
 from ..errors import UserError, unknown
 from .kernels import folded_gates
-from .s2grid import grid_points, grid_weights
+from .s2grid import distinct_directions, grid_points, grid_weights
 
 VARIANTS = ("scale", "control", "paper")  # the gated rungs of the ablation ladder (config.MARA_VARIANTS)
 # how ``paper`` computes its gate (MARA.set_impl): "folded" (default, kernels.folded_gates: no [E, K, C] token
@@ -125,6 +125,11 @@ class MARA(nn.Module):
         # grid constants: exact float64 values re-derived in the module's dtype after every .to() (see _apply)
         self.register_buffer("grid_u", grid_points(H, W, torch.get_default_dtype()), persistent=False)
         self.register_buffer("log_w", torch.log(grid_weights(H, W)).to(torch.get_default_dtype()), persistent=False)
+        # the distinct directions (the W copies of a pole are one): what the folded path computes on
+        u, w, merge = distinct_directions(H, W, torch.get_default_dtype())
+        self.register_buffer("distinct_u", u, persistent=False)
+        self.register_buffer("distinct_log_w", torch.log(w), persistent=False)
+        self.register_buffer("distinct_merge", merge, persistent=False)
         if variant == "paper":
             self.w_h = nn.Linear(message_dim, C)
             self.w_f = nn.Linear(1, C)
@@ -184,6 +189,8 @@ class MARA(nn.Module):
         dev, dt = self.grid_u.device, self.grid_u.dtype
         self.grid_u = grid_points(H, W, dt, dev)
         self.log_w = torch.log(grid_weights(H, W, torch.float64, dev)).to(dt)
+        u, w, merge = distinct_directions(H, W, torch.float64, dev)
+        self.distinct_u, self.distinct_log_w, self.distinct_merge = u.to(dt), torch.log(w).to(dt), merge.to(dt)
         return out
 
     # ------------------------------------------------------------------ forward
@@ -219,11 +226,12 @@ class MARA(nn.Module):
         return torch.sigmoid(self.mlp(torch.cat([s, bessel_basis(r, self.num_radial, self.r_max)], dim=-1)))
 
     # ------------------------------------------------------------------ paper pieces
-    def distances(self, d: torch.Tensor) -> torch.Tensor:
-        """ρ_ek [E, K]: distance from the grid point p_j + r u_k to the receiver (spec step 3)."""
+    def distances(self, d: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """ρ_ek [E, K]: distance from the grid point p_j + r u_k to the receiver (spec step 3); ``u`` [K, 3] other
+        directions than the grid's (the folded path passes the distinct ones)."""
         r = torch.linalg.vector_norm(d, dim=-1, keepdim=True)
         # [E, 3, K] layout (sum over the middle axis): a last axis of 3 makes every pass of the (double) backward slow
-        s = (self.grid_u.t() + (d / r).unsqueeze(-1)).square().sum(1)
+        s = ((self.grid_u if u is None else u).t() + (d / r).unsqueeze(-1)).square().sum(1)
         return r * torch.sqrt(torch.clamp(s, min=RHO_EPS))
 
     def tokens(self, m: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

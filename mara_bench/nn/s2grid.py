@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["clenshaw_curtis", "colatitudes", "longitudes", "grid_points", "grid_weights", "S2Grid"]
+__all__ = ["clenshaw_curtis", "colatitudes", "longitudes", "grid_points", "grid_weights", "distinct_directions", "S2Grid"]
 
 
 @lru_cache(maxsize=64)
@@ -83,6 +83,32 @@ def _grid(nlat: int, nlon: int) -> tuple[np.ndarray, np.ndarray]:
     pts.setflags(write=False)
     weights.setflags(write=False)
     return pts, weights
+
+
+@lru_cache(maxsize=64)
+def _distinct(nlat: int, nlon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pts, weights = _grid(nlat, nlon)
+    _, first, inverse = np.unique(pts, axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))  # distinct points in order of first occurrence
+    group = rank[inverse.reshape(-1)]
+    out = pts[np.sort(first)], np.bincount(group, weights=weights, minlength=len(first)), group
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def distinct_directions(nlat: int, nlon: int, dtype: torch.dtype = torch.float64, device=None):
+    """(points [K', 3], weights [K'], merge [K, K']) for the *distinct* directions of the grid.
+
+    The W points of each pole row are one direction, so the grid has K' = (H−2)·W + 2 distinct directions (W > 1).
+    Anything that depends on a grid point only through its direction u_k is the same for all copies: a sum
+    Σ_k ω_k f(u_k) equals Σ_k' ω'_k' f(u'_k') with the copies' weights added (ω' = ω merge), and a per-point readout
+    Σ_k w_k g(u_k) equals Σ_k' (w merge)_k' g(u'_k'). ``merge[k, k'] = 1`` where point k is direction k'."""
+    pts, weights, group = _distinct(nlat, nlon)
+    merge = torch.zeros(len(group), len(weights), dtype=dtype, device=device)
+    merge[torch.arange(len(group)), torch.tensor(group)] = 1.0
+    return torch.tensor(pts, dtype=dtype, device=device), torch.tensor(weights, dtype=dtype, device=device), merge
 
 
 def grid_points(nlat: int, nlon: int, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from mara_bench.nn.s2grid import S2Grid, clenshaw_curtis, colatitudes, grid_points, grid_weights, longitudes
+from mara_bench.nn.s2grid import (
+    S2Grid,
+    clenshaw_curtis,
+    colatitudes,
+    distinct_directions,
+    grid_points,
+    grid_weights,
+    longitudes,
+)
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 8, 9, 16, 17, 32])
@@ -88,3 +96,18 @@ def test_dtype_device_and_bad_sizes():
     with pytest.raises(ValueError):
         clenshaw_curtis(1)
     assert repr(S2Grid(4, 8)) == "S2Grid(4x8, K=32)" and len(S2Grid(4, 8)) == 32
+
+
+@pytest.mark.parametrize("grid,distinct", [((4, 8), 18), ((3, 5), 7), ((2, 1), 2), ((2, 6), 2), ((8, 16), 98)])
+def test_distinct_directions_merge_the_pole_copies(grid, distinct):
+    H, W = grid
+    pts, w, merge = distinct_directions(H, W)
+    full, wfull = grid_points(H, W), grid_weights(H, W)
+    assert pts.shape == (distinct, 3) and w.shape == (distinct,) and merge.shape == (H * W, distinct)
+    assert torch.equal(merge.sum(1), torch.ones(H * W, dtype=merge.dtype))  # each point is exactly one direction
+    assert torch.equal(merge @ pts, full)  # every grid point is its direction, exactly
+    assert torch.allclose(wfull @ merge, w, rtol=0, atol=1e-15)  # the copies' weights are added
+    assert len({tuple(p) for p in pts.tolist()}) == distinct  # and the directions are distinct
+    # a quadrature sum over the grid equals the weighted sum over the distinct directions
+    f = torch.sin(3 * full[:, 0]) + full[:, 2] ** 3
+    assert abs(float(wfull @ f - w @ (torch.sin(3 * pts[:, 0]) + pts[:, 2] ** 3))) < 1e-13
