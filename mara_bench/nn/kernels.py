@@ -77,6 +77,29 @@ def _aug(x, row):
     return torch.cat([x, row], 1)
 
 
+def _softmax2_rows_(S: torch.Tensor) -> torch.Tensor:
+    """In place: base-2 scores S [n, K, K] -> softmax over the last axis, each row shifted by its own maximum."""
+    S.sub_(S.amax(-1, keepdim=True)).exp2_()
+    return S.mul_(S.sum(-1, keepdim=True).reciprocal_())
+
+
+def _softmax2_edges_(S: torch.Tensor) -> bool:
+    """In place like :func:`_softmax2_rows_`, but every row of an edge shifted by the edge's maximum; False (S then
+    holds garbage) where a row's sum came out so small that precision could suffer.
+
+    Any shift c_k works in exact arithmetic; the edge's maximum is ≥ every row's maximum, so nothing overflows, and
+    a row whose own maximum lies far below it (sum < 2^30 × the smallest normal number) is the only risk. On the CPU
+    one maximum over K² contiguous numbers per edge is an order of magnitude cheaper than K row maxima (rows of
+    K = 18 numbers reduce slowly)."""
+    n = S.shape[0]
+    S.sub_(S.view(n, -1).amax(-1).view(n, 1, 1)).exp2_()
+    sums = S.sum(-1, keepdim=True)
+    if float(sums.amin()) < torch.finfo(S.dtype).tiny * 2.0**30:
+        return False
+    S.mul_(sums.reciprocal_())
+    return True
+
+
 class _Attention(torch.autograd.Function):
     """Y = X Pᵀ with P = softmax_j(Lᵀ Xw): L, Xw [N, a, K], X [N, r, K] -> Y [N, r, K]."""
 
@@ -89,8 +112,8 @@ class _Attention(torch.autograd.Function):
         L2 = L * LOG2E  # scores in base 2: exp2 is ~3x cheaper than exp on the CPU (same values up to rounding)
         for b in _blocks(N, K, X.element_size()):  # P = softmax_j(Lᵀ Xw), written in place block by block
             Pb = torch.bmm(L2[b].transpose(1, 2), Xw[b], out=P[b])
-            Pb.sub_(Pb.amax(-1, keepdim=True)).exp2_()
-            Pb.mul_(Pb.sum(-1, keepdim=True).reciprocal_())
+            if Pb.is_cuda or not _softmax2_edges_(Pb):  # (a row far below its edge's maximum: per-row shifts)
+                _softmax2_rows_(torch.bmm(L2[b].transpose(1, 2), Xw[b], out=Pb))
             torch.bmm(X[b], Pb.transpose(1, 2), out=Y[b])
         ctx.save_for_backward(L, Xw, X, P, Y)
         return Y

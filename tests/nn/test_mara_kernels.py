@@ -143,6 +143,34 @@ def test_attention_core_has_exact_first_and_second_derivatives(monkeypatch, bloc
     assert _max_rel(gl, torch.autograd.grad((gx_ref**3).sum(), L)[0]) <= 1e-12
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_attention_core_softmax_is_exact_when_rows_of_an_edge_differ_by_far_more_than_the_exponent_range(dtype):
+    """The core shifts each edge's scores by one maximum per edge; a row whose maximum is far below its edge's (here
+    by 300 or 3,000, beyond float32's exponent range) must still get an exact softmax (per-row fallback)."""
+    from mara_bench.nn import kernels
+
+    g = torch.Generator().manual_seed(1)
+    N, K = 5, 7
+    L = torch.randn(N, 3, K, dtype=F64, generator=g)
+    Xw = torch.cat([torch.randn(N, 2, K, dtype=F64, generator=g), torch.ones(N, 1, K, dtype=F64)], 1)
+    X = torch.randn(N, 4, K, dtype=F64, generator=g)
+    L[1, 2, 3] = -300.0  # row 3 of edge 1: every score lowered by 300 (the ones row of Xw meets it)
+    L[3, 2, :2] = 3000.0  # rows 0-1 of edge 3 far above the others
+
+    def plain(L, Xw, X):
+        return X @ torch.softmax(L.transpose(1, 2) @ Xw, -1).transpose(1, 2)
+
+    exact = plain(L, Xw, X)
+    y = kernels.attention(*(t.to(dtype) for t in (L, Xw, X)))
+    assert torch.isfinite(y).all()
+    # float32: scores of size 3,000 carry rounding of ~1e-4 in the exponent; as accurate as torch.softmax's path
+    tol = 1e-13 if dtype == F64 else 3 * _max_rel(plain(*(t.to(dtype) for t in (L, Xw, X))).double(), exact)
+    assert _max_rel(y.double(), exact) <= tol
+    # the cheap per-edge shift alone would have lost those rows: the check is not vacuous
+    S = (L.transpose(1, 2) @ Xw * kernels.LOG2E).to(dtype)
+    assert not kernels._softmax2_edges_(S)
+
+
 def test_folded_path_never_builds_a_token_tensor():
     """No tensor of the folded forward, backward or double backward has both a grid axis (K points or K' distinct
     directions) and a C (channel) axis."""
