@@ -21,6 +21,10 @@ Readout.  LayerNorm(o_k) and LayerNorm(h_e + LayerNorm(o_k)) need only channel m
 channel-mean readout, one dot product with γ_out — all quadratic or linear forms in the coefficients, from
 Gram matrices of a few C-vectors per edge.
 
+Grid.  The W points of each pole row are one direction, so all of this runs on the K' = (H − 2)·W + 2 distinct
+directions (18 for 4x8) with the copies' quadrature weights added, and the readout weights of the copies are added
+(``s2grid.distinct_directions``): the same function, with K'² instead of K² scores per edge.
+
 The only tensors with K² entries per edge are the scores and the softmax, inside the attention core
 (:func:`attention`: P saved once, every other K² temporary blockwise); everything else is [E, ≤ 14, K] or
 [E, C, ≤ 8]. Exactness: equal to the readable path up to rounding (tests/nn/test_mara_kernels.py: ≤ 1e-10 in
@@ -201,8 +205,8 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 
 def _grid_pass(M, rho, u, log_w, GV, BT, b, Ga, Go, g):
-    """ȳ [E, K] at directions u [K, 3] with log quadrature weights log_w [K], from the per-edge forms. GV [E, 5, 5]: Gram of the centred token basis [n, f̃, W̃_p];
-    BT [E·nh, 5, 5] and b [E·nh, 5, 1]: scores S_kj = X_kᵀ B X_j + bᵀX_j + log ω_j; Ga [E, m, m]: Gram of the centred
+    """ȳ [E, K] at directions u [K, 3] with log quadrature weights log_w [K], from the per-edge forms.
+    GV [E, 5, 5]: Gram of the centred token basis [n, f̃, W̃_p]; BT [E·nh, 5, 5] and b [E·nh, 5, 1]: scores S_kj = X_kᵀ B X_j + bᵀX_j + log ω_j; Ga [E, m, m]: Gram of the centred
     attention-output basis (m = 5·nh + 1, the last row the constant o₀); Go [E, m + 1, m + 1] and g [E, m + 1]: Gram
     of the centred readout basis [cen(h + β_a), cen(γ_a ⊙ output basis)] and its dot products with γ_out."""
     C, nh = M.hidden, M.heads

@@ -16,7 +16,8 @@
 
 How ``paper`` is computed (``MARA.set_impl``, all equal to ≤ 1e-10 in float64 for values and first and second
 derivatives): ``"folded"`` (default, :mod:`mara_bench.nn.kernels`: the token algebra folded into a few coefficients
-per grid point, no [E, K, C] tensor), the readable token path ``tokens`` → ``attend`` → ``gate_readout``
+per grid point, no [E, K, C] tensor, on the grid's distinct directions: the W copies of each pole are one token),
+the readable token path ``tokens`` → ``attend`` → ``gate_readout``
 (``"fused"``, ``"matmul"``, ``"sdpa"``), and ``"reference"`` (:class:`ReferenceMARA`'s torch-harmonics
 ``AttentionS2`` computation on [E, C, H, W], the release-style path, for timing).
 
