@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError, unknown
-from .kernels import folded_gates
+from .kernels import folded_gates, gated_messages
 from .s2grid import distinct_directions, grid_points, grid_weights
 
 VARIANTS = ("scale", "control", "paper")  # the gated rungs of the ablation ladder (config.MARA_VARIANTS)
@@ -206,7 +206,7 @@ class MARA(nn.Module):
             raise ValueError(f"MARA holds {pdt} but got messages {m.dtype} / vectors {d.dtype}; call .to(dtype) first")
         gates = self.gates(m, d)
         self.last_gates = gates.detach()
-        return m * (1.0 + gates), gates  # = m + α·m (spec step 7); one [E, D] product, cheaper backward
+        return gated_messages(m, gates), gates  # m + α·m (spec step 7), few [E, D] tensors in (double) backward
 
     def gates(self, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """α [E, 1] without touching ``last_gates``."""

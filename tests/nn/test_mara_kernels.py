@@ -235,3 +235,27 @@ def test_folded_float32_is_as_accurate_as_the_float32_reference(scale, offset):
     err_folded = float((M32.gates(m.float(), d.float()).double() - exact).abs().max())
     err_ref32 = float((ReferenceMARA(M32)(m.float(), d.float()).double() - exact).abs().max())
     assert err_folded <= max(3 * err_ref32, 1e-6), (err_folded, err_ref32)
+
+
+@pytest.mark.parametrize("D", [7, 1100])  # row dot products as a sum (narrow rows) and as a batched product (wide)
+def test_gated_messages_first_and_second_derivatives_equal_autograd(D):
+    """kernels.gated_messages (MARA's m + α·m with a hand-written double backward) against m * (1 + α)."""
+    from mara_bench.nn.kernels import gated_messages
+
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(5, D, dtype=F64, generator=g, requires_grad=True)
+    a = torch.rand(5, 1, dtype=F64, generator=g, requires_grad=True)
+    if D < 100:
+        assert torch.autograd.gradcheck(gated_messages, (m, a))
+        assert torch.autograd.gradgradcheck(gated_messages, (m, a))
+    w = torch.randn(5, D, dtype=F64, generator=g)
+    results = []
+    for fn in (gated_messages, lambda m, a: m * (1.0 + a)):
+        out = fn(m, a)
+        gm, ga = torch.autograd.grad((out * w).square().sum(), (m, a), create_graph=True)
+        second = torch.autograd.grad((gm**2).sum() + (ga**3).sum(), (m, a), retain_graph=True)
+        only_a = torch.autograd.grad(ga.sum(), (m, a), retain_graph=True)  # the ∂/∂m cotangent is None here
+        only_m = torch.autograd.grad((gm * w).sum(), (m, a))  # and here the ∂/∂α one
+        results.append((out, gm, ga, *second, *only_a, *only_m))
+    for x, y in zip(*results, strict=True):
+        assert _max_rel(x, y) <= 1e-13
