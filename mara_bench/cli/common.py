@@ -5,16 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..config import (  # noqa: F401
-    MARA_ALIASES,
-    MARA_VARIANTS,
-    PRESETS,
-    RunConfig,
-    check_names,
-    check_user_file,
-    looks_like_path,
-    parse_override,
-)
+from ..config import MARA_ALIASES, MARA_VARIANTS, PRESETS, RunConfig, check_names, parse_override
 from ..errors import UserError, yaml_error_line
 
 MARA_CHOICES_HELP = ", ".join(list(MARA_VARIANTS) + [f"{k} (= {v})" for k, v in MARA_ALIASES.items()])

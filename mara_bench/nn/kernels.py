@@ -264,9 +264,10 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 def _grid_pass(M, rho, u, log_w, GV, BT, b, Ga, Go, g):
     """ȳ [E, K] at directions u [K, 3] with log quadrature weights log_w [K], from the per-edge forms.
-    GV [E, 5, 5]: Gram of the centred token basis [n, f̃, W̃_p]; BT [E·nh, 5, 5] and b [E·nh, 5, 1]: scores S_kj = X_kᵀ B X_j + bᵀX_j + log ω_j; Ga [E, m, m]: Gram of the centred
-    attention-output basis (m = 5·nh + 1, the last row the constant o₀); Go [E, m + 1, m + 1] and g [E, m + 1]: Gram
-    of the centred readout basis [cen(h + β_a), cen(γ_a ⊙ output basis)] and its dot products with γ_out."""
+    GV [E, 5, 5]: Gram of the centred token basis [n, f̃, W̃_p]; BT [E·nh, 5, 5] and b [E·nh, 5, 1]: scores
+    S_kj = X_kᵀ B X_j + bᵀX_j + log ω_j; Ga [E, m, m]: Gram of the centred attention-output basis (m = 5·nh + 1,
+    the last row the constant o₀); Go [E, m + 1, m + 1] and g [E, m + 1]: Gram of the centred readout basis
+    [cen(h + β_a), cen(γ_a ⊙ output basis)] and its dot products with γ_out."""
     C, nh = M.hidden, M.heads
     E, K = rho.shape
     ut = u.t()  # [3, K]

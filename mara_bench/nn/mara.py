@@ -81,6 +81,16 @@ def bessel_basis(r: torch.Tensor, num: int, r_max: float) -> torch.Tensor:
     return math.sqrt(2.0 / r_max) * torch.sin(n * (math.pi / r_max) * r) / r
 
 
+def _grid_constants(H: int, W: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+    """The grid buffers of :class:`MARA`, computed in float64 and cast: points u_k and log quadrature weights, and
+    the distinct directions (the W copies of a pole are one; what the folded path computes on) with their log
+    weights and the [K, K'] merge matrix."""
+    u, w, merge = distinct_directions(H, W, torch.float64, device)
+    log_w = torch.log(grid_weights(H, W, torch.float64, device))
+    return {"grid_u": grid_points(H, W, dtype, device), "log_w": log_w.to(dtype), "distinct_u": u.to(dtype),
+            "distinct_log_w": torch.log(w).to(dtype), "distinct_merge": merge.to(dtype)}
+
+
 def _scalar_index(scalar_slice, message_dim: int):
     if scalar_slice is None:
         return slice(0, message_dim), message_dim
@@ -124,13 +134,8 @@ class MARA(nn.Module):
         self.attention_impl = "fused"
         K, C = H * W, self.hidden
         # grid constants: exact float64 values re-derived in the module's dtype after every .to() (see _apply)
-        self.register_buffer("grid_u", grid_points(H, W, torch.get_default_dtype()), persistent=False)
-        self.register_buffer("log_w", torch.log(grid_weights(H, W)).to(torch.get_default_dtype()), persistent=False)
-        # the distinct directions (the W copies of a pole are one): what the folded path computes on
-        u, w, merge = distinct_directions(H, W, torch.get_default_dtype())
-        self.register_buffer("distinct_u", u, persistent=False)
-        self.register_buffer("distinct_log_w", torch.log(w), persistent=False)
-        self.register_buffer("distinct_merge", merge, persistent=False)
+        for name, value in _grid_constants(H, W, torch.get_default_dtype(), None).items():
+            self.register_buffer(name, value, persistent=False)
         if variant == "paper":
             self.w_h = nn.Linear(message_dim, C)
             self.w_f = nn.Linear(1, C)
@@ -187,11 +192,8 @@ class MARA(nn.Module):
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
         H, W = self.grid_shape
-        dev, dt = self.grid_u.device, self.grid_u.dtype
-        self.grid_u = grid_points(H, W, dt, dev)
-        self.log_w = torch.log(grid_weights(H, W, torch.float64, dev)).to(dt)
-        u, w, merge = distinct_directions(H, W, torch.float64, dev)
-        self.distinct_u, self.distinct_log_w, self.distinct_merge = u.to(dt), torch.log(w).to(dt), merge.to(dt)
+        for name, value in _grid_constants(H, W, self.grid_u.dtype, self.grid_u.device).items():
+            setattr(self, name, value)
         return out
 
     # ------------------------------------------------------------------ forward

@@ -44,9 +44,6 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-
-
-
 def _graph_sizes(graphs: list[FrameGraph]) -> dict[str, int]:
     return {"frames": len(graphs), "atoms": int(sum(len(g.numbers) for g in graphs)),
             "edges": int(sum(g.edge_index.shape[1] for g in graphs))}
