@@ -42,8 +42,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mara-heads", type=int, default=1, help="MARA heads (default 1)")
     p.add_argument("--mara-impl", default="folded",
                    help="comma-separated implementations of the paper gate, each timed as its own model in the same "
-                        "interleaved repeats: folded (default), fused, matmul, reference (torch-harmonics AttentionS2 "
-                        "on [E, C, H, W], release-style); e.g. --mara-impl folded,reference adds an 'x ref' column")
+                        "interleaved repeats: folded (default; its grid pass runs in the native kernel for inference), "
+                        "folded-torch (the same in torch ops only), fused, matmul, reference (torch-harmonics "
+                        "AttentionS2 on [E, C, H, W], release-style); e.g. --mara-impl folded,reference adds an "
+                        "'x ref' column")
     p.add_argument("--no-flops", action="store_true",
                    help="skip the FLOP count (FlopCounterMode, one extra call per variant) and the GEMM probe")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 
 def _cen(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return x - x.mean(dim, keepdim=True)
@@ -248,7 +250,7 @@ def _gram(rows: torch.Tensor) -> torch.Tensor:
     return torch.bmm(rows, rows.transpose(1, 2))
 
 
-def folded_gates(M, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+def folded_gates(M, m: torch.Tensor, d: torch.Tensor, native_pass: bool = True) -> torch.Tensor:
     """α [E, 1] of a ``paper`` :class:`~mara_bench.nn.mara.MARA` ``M``, computed without token tensors.
 
     Two steps: the per-edge matrices (Grams, attention form; :func:`_edge_forms_one_head` from per-edge scalars
@@ -258,17 +260,57 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     rho = M.distances(d, u)  # [E, K']
     h = M.w_h(m)  # [E, C]
     forms = _edge_forms_one_head(M, h) if M.heads == 1 else _edge_forms_bases(M, h)
-    ybar = _grid_pass(M, rho, u, log_w, *forms)  # [E, K']: ȳ at each distinct direction
+    consts = (u, log_w, float(M.hidden), M.norm_tokens.eps, M.norm_attn.eps, M.norm_out.eps)
+    # eval mode (inference, MD, evaluation): the same pass per edge in C (nn/csrc/grid_pass.c, nn/native.py).
+    # Train mode keeps the torch ops: force training differentiates the pass twice, and the native backward would
+    # recompute it in torch ops for that anyway (see _NativeGridPass), so its forward would only add time.
+    if native_pass and M.heads == 1 and not M.training and native.usable(rho):
+        # contiguous before the Function, so that what it saves is on the graph (the double backward goes through it)
+        ybar = _NativeGridPass.apply(consts, *(x.contiguous() for x in (rho, *forms)))
+    else:
+        ybar = _grid_pass(consts, M.heads, rho, *forms)  # [E, K']: ȳ at each distinct direction
+    ybar = ybar + M.norm_out.bias.mean()
     return torch.sigmoid(F.linear(ybar, M.readout.weight @ M.distinct_merge, M.readout.bias))
 
 
-def _grid_pass(M, rho, u, log_w, GV, BT, b, Ga, Go, g):
-    """ȳ [E, K] at directions u [K, 3] with log quadrature weights log_w [K], from the per-edge forms.
+class _NativeGridPass(torch.autograd.Function):
+    """:func:`_grid_pass` (one head, without the readout bias) by the native kernel (``nn/csrc/grid_pass.c``).
+
+    Backward without ``create_graph`` (forces in inference, MD, evaluation; the parameter gradients of a plain
+    energy loss): the kernel's vector-Jacobian product. With ``create_graph`` (force training, whose loss is then
+    differentiated again) the pass is recomputed in torch ops on the saved inputs and differentiated by autograd,
+    so the second derivatives are exactly those of the readable :func:`_grid_pass`; force training thus pays one
+    native forward (~0.6 µs per edge) on top of the torch path."""
+
+    @staticmethod
+    def forward(ctx, consts, *xs):  # xs contiguous (made so before apply, so that the saved tensors are on the graph)
+        ctx.consts = consts
+        ctx.save_for_backward(*xs)
+        return native.grid_pass_forward(_native_consts(consts, xs[0]), *xs)
+
+    @staticmethod
+    def backward(ctx, gy):
+        xs = ctx.saved_tensors
+        if not torch.is_grad_enabled():
+            return (None, *native.grid_pass_vjp(_native_consts(ctx.consts, xs[0]), *xs, gy.contiguous()))
+        need = [x for x, n in zip(xs, ctx.needs_input_grad[1:], strict=True) if n]
+        grads = iter(torch.autograd.grad(_grid_pass(ctx.consts, 1, *xs), need, gy, create_graph=True))
+        return (None, *(next(grads) if n else None for n in ctx.needs_input_grad[1:]))
+
+
+def _native_consts(consts, like):
+    u, log_w, *numbers = consts  # u coordinate-major [3, K] for the kernel
+    return (u.to(like.dtype).t().contiguous(), log_w.to(like.dtype).contiguous(), *numbers)
+
+
+def _grid_pass(consts, nh, rho, GV, BT, b, Ga, Go, g):
+    """ȳ [E, K] (without the readout bias) at directions u [K, 3] with log quadrature weights log_w [K], from the
+    per-edge forms; consts = (u, log_w, C, eps of the token, attention and output LayerNorms), nh heads.
     GV [E, 5, 5]: Gram of the centred token basis [n, f̃, W̃_p]; BT [E·nh, 5, 5] and b [E·nh, 5, 1]: scores
     S_kj = X_kᵀ B X_j + bᵀX_j + log ω_j; Ga [E, m, m]: Gram of the centred attention-output basis (m = 5·nh + 1,
     the last row the constant o₀); Go [E, m + 1, m + 1] and g [E, m + 1]: Gram of the centred readout basis
     [cen(h + β_a), cen(γ_a ⊙ output basis)] and its dot products with γ_out."""
-    C, nh = M.hidden, M.heads
+    u, log_w, C, eps_t, eps_a, eps_o = consts
     E, K = rho.shape
     ut = u.t()  # [3, K]
     ones = rho.new_ones(E, 1, K)
@@ -278,7 +320,7 @@ def _grid_pass(M, rho, u, log_w, GV, BT, b, Ga, Go, g):
     coef_u = torch.cat([GV[:, 0, :1], 2 * GV[:, 0, 2:], GV[:, 2:, 2:].reshape(E, 9)], 1)  # [E, 13]
     coef_rho = 2 * torch.cat([GV[:, 1, :1], GV[:, 1, 2:]], 1)  # [E, 4]: times ρ_k [1, u_k]
     var_t = coef_u @ phi + rho * (coef_rho @ phi[:4] + rho * GV[:, 1, 1:2])  # [E, K]
-    s = torch.rsqrt(var_t / C + M.norm_tokens.eps)
+    s = torch.rsqrt(var_t / C + eps_t)
     XT = torch.cat([ones, rho.unsqueeze(1), ut.expand(E, 3, K)], 1) * s.unsqueeze(1)  # [E, 5, K]: X_k = s_k c_k
     XTh = XT if nh == 1 else XT.unsqueeze(1).expand(E, nh, 5, K).reshape(E * nh, 5, K)
     # L_k = Bᵀ X_k + b, augmented with a 1 that meets log ω in the key coefficients: S = [L; 1]ᵀ [X; log ω]
@@ -293,9 +335,9 @@ def _grid_pass(M, rho, u, log_w, GV, BT, b, Ga, Go, g):
     WYq, WYo, WYg = torch.bmm(W, YhT).split([2 * m, 1, 1], 1)  # split, not slices: one cat in the backward
     # both quadratic forms in one product and one sum (half the nodes in each autograd pass; training 0.92-0.95x)
     qa, qo = (WYq.view(E, 2, m, K) * YhT.unsqueeze(1)).sum(2).unbind(1)  # [E, K]: Ŷᵀ Ga Ŷ, Ŷᵀ Go' Ŷ
-    sa = torch.rsqrt(qa / C + M.norm_attn.eps)  # [E, K]
-    so = torch.rsqrt((Go[:, 0, :1] + sa * (2 * WYo.squeeze(1) + sa * qo)) / C + M.norm_out.eps)  # [E, K]
-    return so * (g[:, :1] + sa * WYg.squeeze(1)) / C + M.norm_out.bias.mean()  # [E, K]
+    sa = torch.rsqrt(qa / C + eps_a)  # [E, K]
+    so = torch.rsqrt((Go[:, 0, :1] + sa * (2 * WYo.squeeze(1) + sa * qo)) / C + eps_o)  # [E, K]
+    return so * (g[:, :1] + sa * WYg.squeeze(1)) / C  # [E, K]
 
 
 def _edge_forms_bases(M, h):

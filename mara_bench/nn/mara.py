@@ -50,9 +50,10 @@ from .s2grid import distinct_directions, grid_points, grid_weights
 
 VARIANTS = ("scale", "control", "paper")  # the gated rungs of the ablation ladder (config.MARA_VARIANTS)
 # how ``paper`` computes its gate (MARA.set_impl): "folded" (default, kernels.folded_gates: no [E, K, C] token
-# tensor), "fused" / "matmul" / "sdpa" (the readable token path tokens -> attend -> gate_readout with that attention),
+# tensor; in eval mode on the CPU its per-grid-point pass runs in the native kernel, nn/native.py), "folded-torch"
+# (the same in torch ops only, the native kernel's readable reference), "fused" / "matmul" / "sdpa" (the readable token path tokens -> attend -> gate_readout with that attention),
 # "reference" (ReferenceMARA's computation: tokens [E, C, H, W] through torch-harmonics AttentionS2, release-style)
-IMPLS = ("folded", "fused", "matmul", "sdpa", "reference")
+IMPLS = ("folded", "folded-torch", "fused", "matmul", "sdpa", "reference")
 RHO_EPS = 1e-12  # clamp of |u + d̂|² inside the sqrt of ρ (an angle of 1e-6 rad around the antipode)
 
 
@@ -184,8 +185,8 @@ class MARA(nn.Module):
         else:
             if "reference_att" in self._modules:
                 del self._modules["reference_att"]
-            self.impl = "folded" if impl == "folded" else "tokens"
-            if impl != "folded":
+            self.impl = impl if impl.startswith("folded") else "tokens"
+            if not impl.startswith("folded"):
                 self.attention_impl = impl
         return self
 
@@ -216,8 +217,8 @@ class MARA(nn.Module):
             return self._control_gates(m, d)
         if self.variant == "scale":
             return torch.sigmoid(self.gate_logit).expand(m.shape[0], 1)
-        if self.impl == "folded":
-            return folded_gates(self, m, d)
+        if self.impl in ("folded", "folded-torch"):
+            return folded_gates(self, m, d, native_pass=self.impl == "folded")
         if self.impl == "reference":
             return reference_gates(self, self.reference_att, m, d)
         h, t = self.tokens(m, d)

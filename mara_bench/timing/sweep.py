@@ -96,6 +96,8 @@ def build_model(backbone: str, preset: str, variant: str, stats, dtype: torch.dt
 
 
 def inference_step(model, batch: GraphBatch):
+    if isinstance(model, torch.nn.Module) and model.training:  # as MD and evaluation run it (MARA's gate: native)
+        model.eval()
     out = model(batch, compute_forces=True, training=False)
     return out["energy"].detach(), out["forces"].detach()
 
@@ -107,6 +109,8 @@ def train_step(model, batch: GraphBatch, optimizer, train_opts: dict[str, Any]):
     the weights is not included."""
     from ..run.train import clip_and_step, loss_weights, training_loss
 
+    if isinstance(model, torch.nn.Module) and not model.training:
+        model.train()
     optimizer.zero_grad(set_to_none=True)
     out = model(batch, compute_forces=True, training=True)
     we, wf = loss_weights(train_opts, 0)

@@ -1,0 +1,147 @@
+"""mara_bench.nn.native: the C kernel of the folded gate's grid pass (nn/csrc/grid_pass.c) against its readable torch
+reference (kernels._grid_pass) and torch-harmonics AttentionS2: values, the vector-Jacobian product entry by entry,
+second derivatives through the eval-mode gate, gradcheck; when it is used and when not; the fallback."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from test_mara import F64, edges, mara, randomize_
+from test_mara_kernels import _derivatives, _max_rel
+
+from mara_bench.nn import kernels, native
+from mara_bench.nn.mara import ReferenceMARA
+
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+
+
+@pytest.fixture(scope="module")
+def lib():
+    if native._compiler() is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the gate runs in torch ops (tested elsewhere)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a compiler is there, so the build must work: a warning fails the test
+        assert native.library() is not None
+    return native.library()
+
+
+def _inputs(M, E, dtype, seed=0):
+    """(consts, per-edge inputs of the grid pass) for E random edges of M."""
+    m, d = edges(E=E, D=M.message_dim, dtype=dtype, seed=seed)
+    u, log_w = M.distinct_u, M.distinct_log_w
+    consts = (u, log_w, float(M.hidden), M.norm_tokens.eps, M.norm_attn.eps, M.norm_out.eps)
+    with torch.no_grad():
+        xs = [x.contiguous() for x in (M.distances(d, u), *kernels._edge_forms_one_head(M, M.w_h(m)))]
+    return consts, xs
+
+
+@pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("grid,E", [((4, 8), 37), ((3, 5), 16), ((4, 8), 1), ((5, 6), 0)])
+def test_forward_and_vjp_equal_the_torch_pass(lib, dtype, tol, grid, E):
+    """Every lane count (a partial block of 16, exactly one, a single edge, none), two grids, both dtypes; the VJP
+    entry by entry (the same function of the same 25 + 25 + 5 + 36 + 49 + 7 numbers, not only the same total)."""
+    M = mara("paper", D=12, hidden=16, grid=grid, dtype=dtype, seed=1)
+    randomize_(M, seed=2, scale=1.0)
+    consts, xs = _inputs(M, E, dtype, seed=3)
+    nc = kernels._native_consts(consts, xs[0])
+    xr = [x.clone().requires_grad_(True) for x in xs]
+    y = kernels._grid_pass(consts, 1, *xr)
+    y_native = native.grid_pass_forward(nc, *xs)
+    assert y_native.shape == y.shape == (E, M.distinct_u.shape[0])
+    if E == 0:
+        return
+    assert float(y.std() if E > 1 else y.abs().max()) > 1e-3  # not a comparison of constants
+    assert _max_rel(y_native, y.detach()) <= tol
+    gy = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(4))
+    want = torch.autograd.grad(y, xr, gy)
+    got = native.grid_pass_vjp(nc, *xs, gy)
+    for name, a, b in zip(("rho", "GV", "BT", "b", "Ga", "Go", "g"), got, want, strict=True):
+        assert a.shape == b.shape
+        assert _max_rel(a, b) <= tol, name
+
+
+@pytest.mark.parametrize("heads_grid_hidden", [((4, 8), 32), ((3, 5), 8)])
+def test_eval_mode_gate_equals_torch_harmonics_reference_to_second_derivatives(lib, heads_grid_hidden):
+    """In eval mode the gate takes the native pass; gates, first derivatives and the second derivatives that force
+    training takes (through the recomputed torch pass) stay within 1e-10 of AttentionS2 in float64."""
+    grid, hidden = heads_grid_hidden
+    M = mara("paper", D=12, hidden=hidden, grid=grid, seed=2).eval()
+    randomize_(M, seed=4, scale=1.2)
+    m, d = edges(E=30, D=12, seed=3)
+    calls = []
+    orig = native.grid_pass_forward
+    try:
+        native.grid_pass_forward = lambda *a: calls.append(1) or orig(*a)
+        a_f, g_f, gg_f = _derivatives(M.gates, M, m, d)
+    finally:
+        native.grid_pass_forward = orig
+    assert calls  # the native path ran
+    ref = ReferenceMARA(M)
+    a_r, g_r, gg_r = _derivatives(ref, M, m, d, att=ref.att)
+    assert _max_rel(a_f, a_r) <= 1e-10
+    worst = {k: max(_max_rel(g_f[k], g_r[k]), _max_rel(gg_f[k], gg_r[k])) for k in g_f}
+    assert max(worst.values()) <= 1e-10, worst
+
+
+def test_gradcheck_and_gradgradcheck_through_the_native_pass(lib):
+    M = mara("paper", D=6, hidden=8, grid=(3, 4), seed=5).eval()
+    m, d = edges(E=19, D=6, seed=6)
+    m.requires_grad_(True)
+    d.requires_grad_(True)
+    f = lambda m, d: kernels.folded_gates(M, m, d)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (m, d))
+    assert torch.autograd.gradgradcheck(f, (m, d))
+
+
+def test_which_path_runs(lib, monkeypatch):
+    """Native: eval mode, one head, CPU, ``folded``. Torch ops: train mode, several heads, ``folded-torch``,
+    MARA_BENCH_NATIVE=0, under a dispatch mode (FLOP counting sees the torch ops)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    calls = []
+    orig = native.grid_pass_forward
+    monkeypatch.setattr(native, "grid_pass_forward", lambda *a: calls.append(1) or orig(*a))
+    m, d = edges(E=9, D=8, seed=1)
+
+    def runs_native(M):
+        calls.clear()
+        M.gates(m, d)
+        return bool(calls)
+
+    M = mara("paper", D=8, hidden=8, grid=(3, 4))
+    assert not runs_native(M)  # train mode (the default)
+    assert runs_native(M.eval())
+    assert not runs_native(mara("paper", D=8, hidden=8, grid=(3, 4), heads=2).eval())
+    assert not runs_native(M.set_impl("folded-torch"))
+    assert runs_native(M.set_impl("folded"))
+    with FlopCounterMode(display=False):
+        assert not runs_native(M)
+    monkeypatch.setenv("MARA_BENCH_NATIVE", "0")
+    assert not native.usable(m) and not runs_native(M)
+
+
+def test_a_failed_build_warns_once_and_falls_back_to_torch_ops(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setenv("MARA_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    with pytest.warns(UserWarning, match="native grid-pass kernel is unavailable.*MARA_BENCH_NATIVE=0"):
+        assert native.library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.library() is None  # once
+    M = mara("paper", D=8, hidden=8, grid=(3, 4)).eval()
+    m, d = edges(E=5, D=8, seed=1)
+    assert torch.isfinite(M.gates(m, d)).all()
+    assert not list(tmp_path.glob("*.so*"))  # no half-written library left behind
+
+
+def test_the_library_is_built_once_per_source_and_reused(lib, monkeypatch, tmp_path):
+    monkeypatch.setenv("MARA_BENCH_CACHE", str(tmp_path))
+    cc = native._compiler()
+    first = native._build(cc)
+    stamp = first.stat().st_mtime_ns
+    assert native._build(cc) == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
