@@ -32,7 +32,9 @@ float64 for values, gradients and second derivatives). In float32 the variances 
 lose relative precision only when a LayerNorm input is nearly constant over channels (variance ≪ its parts).
 All ops outside the attention core are plain differentiable torch ops; the core's first and second derivatives
 are hand-derived autograd Functions (checked by gradcheck and gradgradcheck), so force training's double backward
-works.
+works. On the CPU the per-grid-point pass (:func:`_grid_pass`, one head) runs in a C++ kernel instead
+(:mod:`mara_bench.nn.native`, ``nn/csrc/grid_pass.cpp``: forward, VJP and the VJP's derivatives), with this torch
+code as its reference and fallback.
 """
 
 from __future__ import annotations
@@ -261,10 +263,8 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor, native_pass: bool = True) 
     h = M.w_h(m)  # [E, C]
     forms = _edge_forms_one_head(M, h) if M.heads == 1 else _edge_forms_bases(M, h)
     consts = (u, log_w, float(M.hidden), M.norm_tokens.eps, M.norm_attn.eps, M.norm_out.eps)
-    # eval mode (inference, MD, evaluation): the same pass per edge in C (nn/csrc/grid_pass.c, nn/native.py).
-    # Train mode keeps the torch ops: force training differentiates the pass twice, and the native backward would
-    # recompute it in torch ops for that anyway (see _NativeGridPass), so its forward would only add time.
-    if native_pass and M.heads == 1 and not M.training and native.usable(rho):
+    # the same pass per edge in C++ (nn/csrc/grid_pass.cpp, nn/native.py); torch ops as reference and fallback
+    if native_pass and M.heads == 1 and native.usable(rho):
         # contiguous before the Function, so that what it saves is on the graph (the double backward goes through it)
         ybar = _NativeGridPass.apply(consts, *(x.contiguous() for x in (rho, *forms)))
     else:
@@ -274,28 +274,41 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor, native_pass: bool = True) 
 
 
 class _NativeGridPass(torch.autograd.Function):
-    """:func:`_grid_pass` (one head, without the readout bias) by the native kernel (``nn/csrc/grid_pass.c``).
-
-    Backward without ``create_graph`` (forces in inference, MD, evaluation; the parameter gradients of a plain
-    energy loss): the kernel's vector-Jacobian product. With ``create_graph`` (force training, whose loss is then
-    differentiated again) the pass is recomputed in torch ops on the saved inputs and differentiated by autograd,
-    so the second derivatives are exactly those of the readable :func:`_grid_pass`; force training thus pays one
-    native forward (~0.6 µs per edge) on top of the torch path."""
+    """:func:`_grid_pass` (one head, without the readout bias) by the native kernel (``nn/csrc/grid_pass.cpp``);
+    its backward is the kernel's vector-Jacobian product (:class:`_NativeGridPassVJP` when a second derivative may
+    follow, i.e. under ``create_graph``)."""
 
     @staticmethod
     def forward(ctx, consts, *xs):  # xs contiguous (made so before apply, so that the saved tensors are on the graph)
-        ctx.consts = consts
+        ctx.consts = _native_consts(consts, xs[0])
         ctx.save_for_backward(*xs)
-        return native.grid_pass_forward(_native_consts(consts, xs[0]), *xs)
+        return native.grid_pass_forward(ctx.consts, *xs)
 
     @staticmethod
     def backward(ctx, gy):
         xs = ctx.saved_tensors
-        if not torch.is_grad_enabled():
-            return (None, *native.grid_pass_vjp(_native_consts(ctx.consts, xs[0]), *xs, gy.contiguous()))
-        need = [x for x, n in zip(xs, ctx.needs_input_grad[1:], strict=True) if n]
-        grads = iter(torch.autograd.grad(_grid_pass(ctx.consts, 1, *xs), need, gy, create_graph=True))
-        return (None, *(next(grads) if n else None for n in ctx.needs_input_grad[1:]))
+        if torch.is_grad_enabled():
+            return (None, *_NativeGridPassVJP.apply(ctx.consts, gy.contiguous(), *xs))
+        return (None, *native.grid_pass_vjp(ctx.consts, *xs, gy.contiguous()))
+
+
+class _NativeGridPassVJP(torch.autograd.Function):
+    """(gy, inputs) -> the kernel's VJP; its backward (force training's double backward) is the kernel's derivative
+    of the VJP in the direction of the cotangents: J v for gy, H v for the inputs (H the Hessian of Σ gy·ȳ)."""
+
+    @staticmethod
+    def forward(ctx, consts, gy, *xs):
+        ctx.consts = consts
+        ctx.save_for_backward(gy, *xs)
+        return native.grid_pass_vjp(consts, *xs, gy)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *cots):
+        gy, *xs = ctx.saved_tensors
+        vs = [torch.zeros_like(x) if v is None else v.contiguous() for x, v in zip(xs, cots, strict=True)]
+        jv, hv = native.grid_pass_vjp_tangent(ctx.consts, xs, vs, gy)
+        return (None, jv, *hv)
 
 
 def _native_consts(consts, like):

@@ -50,7 +50,7 @@ from .s2grid import distinct_directions, grid_points, grid_weights
 
 VARIANTS = ("scale", "control", "paper")  # the gated rungs of the ablation ladder (config.MARA_VARIANTS)
 # how ``paper`` computes its gate (MARA.set_impl): "folded" (default, kernels.folded_gates: no [E, K, C] token
-# tensor; in eval mode on the CPU its per-grid-point pass runs in the native kernel, nn/native.py), "folded-torch"
+# tensor; on the CPU its per-grid-point pass runs in the native kernel, nn/native.py), "folded-torch"
 # (the same in torch ops only, the native kernel's readable reference), "fused" / "matmul" / "sdpa" (the readable token path tokens -> attend -> gate_readout with that attention),
 # "reference" (ReferenceMARA's computation: tokens [E, C, H, W] through torch-harmonics AttentionS2, release-style)
 IMPLS = ("folded", "folded-torch", "fused", "matmul", "sdpa", "reference")

@@ -1,15 +1,16 @@
-"""An optional native kernel for the folded gate's per-grid-point pass (``csrc/grid_pass.c``).
+"""An optional native kernel for the folded gate's per-grid-point pass (``csrc/grid_pass.cpp``).
 
 The pass of :func:`mara_bench.nn.kernels._grid_pass` works on a few dozen numbers per edge, which PyTorch runs as
 ~100 separate ops over [E, ≤ 14, K] tensors (and as many again in each backward): per-op overhead and memory passes,
-not arithmetic. The C file does the same per edge in one loop, forward and vector-Jacobian product (VJP). It is
-built at first use with the system's C compiler (``cc -O3 -march=native -shared``, about a second) into a cache
-folder and called through ctypes on contiguous CPU tensors, so there is nothing to install and no torch headers.
+not arithmetic. The C++ file does the same per edge, 16 edges per SIMD lane block: the forward, its vector-Jacobian
+product (VJP), and the VJP's own derivatives (force training's double backward, by forward-mode differentiation of
+the VJP code). It is built at first use with the system's C++ compiler (``c++ -O3 -march=native -shared``, a couple
+of seconds, no torch headers) into a cache folder and called through ctypes on contiguous CPU tensors, so there is
+nothing to install.
 
 The readable torch function stays the reference and the fallback: without a compiler (a warning says so once), on
-CUDA, under ``torch.compile``, for more than one head, or with ``MARA_BENCH_NATIVE=0`` the gate runs in torch ops.
-The second derivative (force training's double backward) recomputes the pass in torch ops (see
-:class:`_NativeGridPassVJP`), so training gets the native forward and first backward only.
+CUDA, under ``torch.compile`` or a dispatch mode (FLOP counting), for more than one head, with ``--mara-impl
+folded-torch`` or with ``MARA_BENCH_NATIVE=0`` the gate runs in torch ops.
 
 Cache: ``$MARA_BENCH_CACHE`` or ``$XDG_CACHE_HOME/mara_bench`` (default ``~/.cache/mara_bench``), one file per source,
 compiler and CPU; built into a temporary file and renamed, so concurrent processes do not see half a library.
@@ -30,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("csrc") / "grid_pass.c"
-SOURCES = (SOURCE, SOURCE.with_name("grid_pass_impl.h"))
+SOURCE = Path(__file__).with_name("csrc") / "grid_pass.cpp"
+SOURCES = (SOURCE,)
 # no -ffast-math: -fopenmp-simd and libmvec vectorise the loops and the exponentials without changing rounding rules
-FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-std=c99"]
+FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17"]
 LIBS = ["-lmvec", "-lm"]
 
 _lock = threading.Lock()
@@ -62,7 +63,7 @@ def _cpu_key() -> str:
 
 
 def _compiler() -> str | None:
-    for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
+    for cc in (os.environ.get("CXX"), "c++", "g++", "clang++"):
         if cc and shutil.which(cc):
             return cc
     return None
@@ -97,13 +98,13 @@ def _build(cc: str) -> Path:
 
 
 def _declare(lib: ctypes.CDLL) -> None:
+    p, pp = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
+    head = [ctypes.c_long, ctypes.c_int, p, p] + [ctypes.c_double] * 4
     for suffix in ("f32", "f64"):
-        p = ctypes.c_void_p
-        head = [ctypes.c_long, ctypes.c_int, p, p] + [ctypes.c_double] * 4 + [p] * 7
-        fwd = getattr(lib, f"grid_pass_forward_{suffix}")
-        fwd.argtypes, fwd.restype = head + [p], ctypes.c_int
-        vjp = getattr(lib, f"grid_pass_vjp_{suffix}")
-        vjp.argtypes, vjp.restype = head + [p] * 8, ctypes.c_int
+        for name, rest in (("grid_pass_forward", [pp, p]), ("grid_pass_vjp", [pp, p, pp]),
+                           ("grid_pass_vjp_tangent", [pp, pp, p, p, pp])):
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.argtypes, fn.restype = head + rest, ctypes.c_int
 
 
 def library() -> ctypes.CDLL | None:
@@ -118,7 +119,7 @@ def library() -> ctypes.CDLL | None:
             try:
                 cc = _compiler()
                 if cc is None:
-                    raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
+                    raise RuntimeError("no C++ compiler (c++, g++ or clang++) on PATH")
                 lib = ctypes.CDLL(str(_build(cc)))
                 _declare(lib)
                 _lib = lib
@@ -145,30 +146,44 @@ def usable(t: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling() and not _dispatch_mode_active() and library() is not None)
 
 
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
+def _ptrs(ts) -> ctypes.Array:
+    return (ctypes.c_void_p * len(ts))(*(t.data_ptr() for t in ts))
 
 
-def _call(name: str, t: torch.Tensor, args: list[torch.Tensor], consts, outs: list[torch.Tensor]) -> None:
+def _call(name: str, consts, xs, *rest) -> None:
+    """``rest``: tensors (one pointer each) or lists of tensors (an array of pointers)."""
     lib = library()
     assert lib is not None
-    fn = getattr(lib, f"{name}_{'f32' if t.dtype == torch.float32 else 'f64'}")
+    rho = xs[0]
+    fn = getattr(lib, f"{name}_{'f32' if rho.dtype == torch.float32 else 'f64'}")
     u, lw, c, eps_t, eps_a, eps_o = consts
-    E, K = t.shape
-    rc = fn(E, K, _ptr(u), _ptr(lw), c, eps_t, eps_a, eps_o, *(_ptr(a) for a in args), *(_ptr(o) for o in outs))
-    if rc != 0:
+    E, K = rho.shape
+    args = [_ptrs(r) if isinstance(r, (list, tuple)) else r.data_ptr() for r in rest]
+    if fn(E, K, u.data_ptr(), lw.data_ptr(), c, eps_t, eps_a, eps_o, _ptrs(xs), *args) != 0:
         raise MemoryError(f"MARA native kernel {name}: out of memory for {K} grid directions")
 
 
-def grid_pass_forward(consts, rho, GV, BT, b, Ga, Go, g) -> torch.Tensor:
-    """ȳ [E, K] without the readout bias (see kernels._grid_pass); inputs contiguous, one dtype."""
-    y = torch.empty_like(rho)
-    _call("grid_pass_forward", rho, [rho, GV, BT, b, Ga, Go, g], consts, [y])
+def grid_pass_forward(consts, *xs) -> torch.Tensor:
+    """ȳ [E, K] without the readout bias (see kernels._grid_pass); xs = (ρ, GV, BT, b, Ga, Go, g), contiguous, one
+    dtype; consts = (u [3, K], log ω [K], C, eps_t, eps_a, eps_o) with u coordinate-major."""
+    y = torch.empty_like(xs[0])
+    _call("grid_pass_forward", consts, xs, y)
     return y
 
 
-def grid_pass_vjp(consts, rho, GV, BT, b, Ga, Go, g, gy) -> tuple[torch.Tensor, ...]:
-    """(∂/∂ρ, ∂/∂GV, ∂/∂BT, ∂/∂b, ∂/∂Ga, ∂/∂Go, ∂/∂g) of Σ gy ⊙ ȳ."""
-    outs = [torch.empty_like(x) for x in (rho, GV, BT, b, Ga, Go, g)]
-    _call("grid_pass_vjp", rho, [rho, GV, BT, b, Ga, Go, g, gy], consts, outs)
+def grid_pass_vjp(consts, *xs_and_gy) -> tuple[torch.Tensor, ...]:
+    """(∂/∂ρ, ∂/∂GV, ∂/∂BT, ∂/∂b, ∂/∂Ga, ∂/∂Go, ∂/∂g) of Σ gy ⊙ ȳ; arguments (ρ, .., g, gy)."""
+    *xs, gy = xs_and_gy
+    outs = [torch.empty_like(x) for x in xs]
+    _call("grid_pass_vjp", consts, xs, gy, outs)
     return tuple(outs)
+
+
+def grid_pass_vjp_tangent(consts, xs, vs, gy) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Derivatives of the VJP in the direction ``vs`` of the inputs ``xs``: (J v [E, K], H v) with J the Jacobian of
+    ȳ and H the Hessian of Σ gy ⊙ ȳ (H v: one tensor per input). These are the VJP's own gradients for the
+    cotangents vs: with respect to gy and to xs."""
+    jv = torch.empty_like(xs[0])
+    hv = [torch.empty_like(x) for x in xs]
+    _call("grid_pass_vjp_tangent", consts, xs, vs, gy, jv, hv)
+    return jv, hv

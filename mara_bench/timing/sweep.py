@@ -96,7 +96,7 @@ def build_model(backbone: str, preset: str, variant: str, stats, dtype: torch.dt
 
 
 def inference_step(model, batch: GraphBatch):
-    if isinstance(model, torch.nn.Module) and model.training:  # as MD and evaluation run it (MARA's gate: native)
+    if isinstance(model, torch.nn.Module) and model.training:  # as MD and evaluation run it
         model.eval()
     out = model(batch, compute_forces=True, training=False)
     return out["energy"].detach(), out["forces"].detach()

@@ -1,6 +1,7 @@
-"""mara_bench.nn.native: the C kernel of the folded gate's grid pass (nn/csrc/grid_pass.c) against its readable torch
-reference (kernels._grid_pass) and torch-harmonics AttentionS2: values, the vector-Jacobian product entry by entry,
-second derivatives through the eval-mode gate, gradcheck; when it is used and when not; the fallback."""
+"""mara_bench.nn.native: the C++ kernel of the folded gate's grid pass (nn/csrc/grid_pass.cpp) against its readable
+torch reference (kernels._grid_pass) and torch-harmonics AttentionS2: values, the vector-Jacobian product and its
+derivatives (force training's double backward) entry by entry, second derivatives through the gate in train and eval
+mode, gradcheck and gradgradcheck; when it is used and when not; the fallback."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with require
 @pytest.fixture(scope="module")
 def lib():
     if native._compiler() is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the gate runs in torch ops (tested elsewhere)")
+        pytest.skip("no C++ compiler (c++, g++ or clang++) on PATH: the gate runs in torch ops (tested elsewhere)")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a compiler is there, so the build must work: a warning fails the test
         assert native.library() is not None
@@ -60,14 +61,24 @@ def test_forward_and_vjp_equal_the_torch_pass(lib, dtype, tol, grid, E):
     for name, a, b in zip(("rho", "GV", "BT", "b", "Ga", "Go", "g"), got, want, strict=True):
         assert a.shape == b.shape
         assert _max_rel(a, b) <= tol, name
+    # the VJP's own derivatives for cotangents vs: J v (for gy) and H v (for the inputs)
+    gy.requires_grad_(True)
+    first = torch.autograd.grad(kernels._grid_pass(consts, 1, *xr), xr, gy, create_graph=True)
+    vs = [torch.randn(x.shape, dtype=dtype, generator=torch.Generator().manual_seed(5 + i)) for i, x in enumerate(xs)]
+    want2 = torch.autograd.grad(first, [gy, *xr], vs)
+    jv, hv = native.grid_pass_vjp_tangent(nc, xs, vs, gy.detach())
+    for name, a, b in zip(("gy", "rho", "GV", "BT", "b", "Ga", "Go", "g"), [jv, *hv], want2, strict=True):
+        assert a.shape == b.shape
+        assert _max_rel(a, b) <= 5 * tol, name
 
 
-@pytest.mark.parametrize("heads_grid_hidden", [((4, 8), 32), ((3, 5), 8)])
-def test_eval_mode_gate_equals_torch_harmonics_reference_to_second_derivatives(lib, heads_grid_hidden):
-    """In eval mode the gate takes the native pass; gates, first derivatives and the second derivatives that force
-    training takes (through the recomputed torch pass) stay within 1e-10 of AttentionS2 in float64."""
-    grid, hidden = heads_grid_hidden
-    M = mara("paper", D=12, hidden=hidden, grid=grid, seed=2).eval()
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("grid_hidden", [((4, 8), 32), ((3, 5), 8)])
+def test_native_gate_equals_torch_harmonics_reference_to_second_derivatives(lib, grid_hidden, train):
+    """With the native pass, gates, first derivatives and the second derivatives that force training takes stay
+    within 1e-10 of AttentionS2 in float64, in train and in eval mode."""
+    grid, hidden = grid_hidden
+    M = mara("paper", D=12, hidden=hidden, grid=grid, seed=2).train(train)
     randomize_(M, seed=4, scale=1.2)
     m, d = edges(E=30, D=12, seed=3)
     calls = []
@@ -86,7 +97,7 @@ def test_eval_mode_gate_equals_torch_harmonics_reference_to_second_derivatives(l
 
 
 def test_gradcheck_and_gradgradcheck_through_the_native_pass(lib):
-    M = mara("paper", D=6, hidden=8, grid=(3, 4), seed=5).eval()
+    M = mara("paper", D=6, hidden=8, grid=(3, 4), seed=5)
     m, d = edges(E=19, D=6, seed=6)
     m.requires_grad_(True)
     d.requires_grad_(True)
@@ -96,7 +107,7 @@ def test_gradcheck_and_gradgradcheck_through_the_native_pass(lib):
 
 
 def test_which_path_runs(lib, monkeypatch):
-    """Native: eval mode, one head, CPU, ``folded``. Torch ops: train mode, several heads, ``folded-torch``,
+    """Native: one head, CPU, ``folded`` (train and eval mode). Torch ops: several heads, ``folded-torch``,
     MARA_BENCH_NATIVE=0, under a dispatch mode (FLOP counting sees the torch ops)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -111,8 +122,7 @@ def test_which_path_runs(lib, monkeypatch):
         return bool(calls)
 
     M = mara("paper", D=8, hidden=8, grid=(3, 4))
-    assert not runs_native(M)  # train mode (the default)
-    assert runs_native(M.eval())
+    assert runs_native(M) and runs_native(M.eval())
     assert not runs_native(mara("paper", D=8, hidden=8, grid=(3, 4), heads=2).eval())
     assert not runs_native(M.set_impl("folded-torch"))
     assert runs_native(M.set_impl("folded"))
@@ -126,7 +136,7 @@ def test_a_failed_build_warns_once_and_falls_back_to_torch_ops(monkeypatch, tmp_
     monkeypatch.setattr(native, "_lib", None)
     monkeypatch.setattr(native, "_tried", False)
     monkeypatch.setenv("MARA_BENCH_CACHE", str(tmp_path))
-    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
     with pytest.warns(UserWarning, match="native grid-pass kernel is unavailable.*MARA_BENCH_NATIVE=0"):
         assert native.library() is None
     with warnings.catch_warnings():
