@@ -11,9 +11,9 @@
 //   qa_k = Σ_i WY_ik Ŷ_ik (rows 0-5),  qo_k = Σ_i WY_{6+i,k} Ŷ_ik,  sa = (qa/c + eps_a)^-1/2
 //   so = ((Go00 + sa (2 WY_12 + sa qo)) / c + eps_o)^-1/2,  ȳ_k = so (g0 + sa WY_13) / c
 //
-// Layout: edges go NL = 16 at a time, one per SIMD lane; every array has the lane as its last axis, so every
-// statement is a vector operation over 16 edges (the `LANES` loops; exponentials through glibc's libmvec; no
-// fast-math, so every lane rounds like scalar code). A last, partial block repeats its last edge in idle lanes.
+// Layout: edges go in blocks of one SIMD register (16 floats or 8 doubles), one edge per lane; a row of lanes is one
+// GCC vector value, so every statement is a vector operation over the block (exponentials through glibc's libmvec;
+// no fast-math, so every lane rounds like scalar code). A last, partial block repeats its last edge in idle lanes.
 //
 // Second derivatives: the VJP code is a template over its number type. Run on dual numbers (value, tangent) with the
 // inputs' tangents set to the cotangents v of the VJP's outputs, the tangent of ȳ is J v (the derivative with
@@ -35,57 +35,75 @@ namespace {
 constexpr int R = 5;    // token coefficients [1, ρ, u]
 constexpr int M = 6;    // attention-output coefficients [Y, 1]
 constexpr int NW = 14;  // rows of W
-constexpr int NL = 16;  // edges per block, one per SIMD lane
 constexpr int NIN[7] = {0, 25, 25, 5, 36, 49, 7};  // entries per edge of GV, BT, b, Ga, Go, g (ρ has K)
-
-#define LANES _Pragma("omp simd") for (int l = 0; l < NL; l++)
+// A row of lanes is one GCC vector value (64 bytes: 16 floats or 8 doubles), so every statement is a vector
+// operation over the block's edges; a dual number is a pair of such vectors (value, tangent).
+template <class T> struct Lanes {
+  typedef T type __attribute__((vector_size(64)));
+  static constexpr int n = 64 / sizeof(T);
+};
 
 // ---------------------------------------------------------------------------------------------- numbers
-template <class T> struct Dual {
-  T v, d;
+template <class V> struct Dual {
+  V v, d;
 };
-template <class T> inline T val(T x) { return x; }
-template <class T> inline T val(Dual<T> x) { return x.v; }
-template <class T> inline Dual<T> operator+(Dual<T> a, Dual<T> b) { return {a.v + b.v, a.d + b.d}; }
-template <class T> inline Dual<T> operator-(Dual<T> a, Dual<T> b) { return {a.v - b.v, a.d - b.d}; }
-template <class T> inline Dual<T> operator*(Dual<T> a, Dual<T> b) { return {a.v * b.v, a.d * b.v + a.v * b.d}; }
-template <class T> inline Dual<T> operator+(Dual<T> a, T b) { return {a.v + b, a.d}; }
-template <class T> inline Dual<T> operator+(T a, Dual<T> b) { return {a + b.v, b.d}; }
-template <class T> inline Dual<T> operator-(Dual<T> a, T b) { return {a.v - b, a.d}; }
-template <class T> inline Dual<T> operator*(Dual<T> a, T b) { return {a.v * b, a.d * b}; }
-template <class T> inline Dual<T> operator*(T a, Dual<T> b) { return {a * b.v, a * b.d}; }
-template <class T> inline Dual<T> operator/(Dual<T> a, T b) { return {a.v / b, a.d / b}; }
-template <class T> inline Dual<T> operator-(Dual<T> a) { return {-a.v, -a.d}; }
-// member by member: gcc does not vectorise a struct assignment inside an omp simd loop
+template <class V> inline V val(V x) { return x; }
+template <class V> inline V val(Dual<V> x) { return x.v; }
+template <class V> inline Dual<V> operator+(Dual<V> a, Dual<V> b) { return {a.v + b.v, a.d + b.d}; }
+template <class V> inline Dual<V> operator-(Dual<V> a, Dual<V> b) { return {a.v - b.v, a.d - b.d}; }
+template <class V> inline Dual<V> operator*(Dual<V> a, Dual<V> b) { return {a.v * b.v, a.d * b.v + a.v * b.d}; }
+template <class V, class B> inline Dual<V> operator+(Dual<V> a, B b) { return {a.v + b, a.d}; }
+template <class V, class B> inline Dual<V> operator+(B a, Dual<V> b) { return {a + b.v, b.d}; }
+template <class V, class B> inline Dual<V> operator-(Dual<V> a, B b) { return {a.v - b, a.d}; }
+template <class V, class B> inline Dual<V> operator*(Dual<V> a, B b) { return {a.v * b, a.d * b}; }
+template <class V, class B> inline Dual<V> operator*(B a, Dual<V> b) { return {a * b.v, a * b.d}; }
+template <class V, class B> inline Dual<V> operator/(Dual<V> a, B b) { return {a.v / b, a.d / b}; }
+template <class V> inline Dual<V> operator-(Dual<V> a) { return {-a.v, -a.d}; }
+template <class V> inline Dual<V> &operator+=(Dual<V> &a, Dual<V> b) { return a = a + b; }
+template <class V> inline Dual<V> &operator*=(Dual<V> &a, Dual<V> b) { return a = a * b; }
 template <class T> inline void put(T &a, T b) { a = b; }
-template <class T> inline void put(Dual<T> &a, Dual<T> b) { a.v = b.v, a.d = b.d; }
-template <class T> inline Dual<T> &operator+=(Dual<T> &a, Dual<T> b) { return put(a, a + b), a; }
-template <class T> inline Dual<T> &operator*=(Dual<T> &a, Dual<T> b) { return put(a, a * b), a; }
-template <class T> inline Dual<T> recip(Dual<T> a) {
-  const T r = T(1) / a.v;
-  return {r, -a.d * r * r};
+
+inline float exp1(float x) { return expf(x); }
+inline double exp1(double x) { return exp(x); }
+template <class V> inline V exp_(V x) {  // lane by lane: vectorised through libmvec
+  V r = x;
+  _Pragma("omp simd") for (int l = 0; l < (int)(sizeof(V) / sizeof(x[0])); l++) r[l] = exp1(x[l]);
+  return r;
 }
-inline float recip(float a) { return 1.0f / a; }
-inline double recip(double a) { return 1.0 / a; }
-inline float exp_(float x) { return expf(x); }
-inline double exp_(double x) { return exp(x); }
-template <class T> inline Dual<T> exp_(Dual<T> x) {
-  const T e = exp_(x.v);
+template <class V> inline Dual<V> exp_(Dual<V> x) {
+  const V e = exp_(x.v);
   return {e, e * x.d};
 }
-inline float rsqrt_(float x) { return 1.0f / sqrtf(x); }
-inline double rsqrt_(double x) { return 1.0 / sqrt(x); }
-template <class T> inline Dual<T> rsqrt_(Dual<T> x) {
-  const T r = rsqrt_(x.v);
-  return {r, T(-0.5) * r * r * r * x.d};
+template <class V> inline V rsqrt_(V x) {
+  V r = x;
+  _Pragma("omp simd") for (int l = 0; l < (int)(sizeof(V) / sizeof(x[0])); l++) r[l] = 1 / std::sqrt(x[l]);
+  return r;
+}
+template <class V> inline Dual<V> rsqrt_(Dual<V> x) {
+  const V r = rsqrt_(x.v);
+  return {r, -0.5 * r * r * r * x.d};
+}
+template <class V> inline V recip(V a) { return 1 / a; }
+template <class V> inline Dual<V> recip(Dual<V> a) {
+  const V r = 1 / a.v;
+  return {r, -a.d * r * r};
 }
 template <class S> inline S zero() { return S{}; }
-template <class T> inline void set(T &x, T v) { x = v; }
-template <class T> inline void set(Dual<T> &x, T v) { x.v = v, x.d = T(0); }
+template <class V, class T> inline void set(V &x, T v) { x = V{} + v; }
+template <class V, class T> inline void set(Dual<V> &x, T v) { x.v = V{} + v, x.d = V{}; }
+// lane l of a row: its value (and tangent)
+template <class V, class T> inline void set_lane(V &x, int l, T v, T) { x[l] = v; }
+template <class V, class T> inline void set_lane(Dual<V> &x, int l, T v, T t) { x.v[l] = v, x.d[l] = t; }
+template <class V> inline auto lane_val(const V &x, int l) { return x[l]; }
+template <class V> inline auto lane_val(const Dual<V> &x, int l) { return x.v[l]; }
+template <class V> inline auto lane_tan(const V &x, int l) { return x[l] * 0; }
+template <class V> inline auto lane_tan(const Dual<V> &x, int l) { return x.d[l]; }
 
 // ---------------------------------------------------------------------------------------------- one block
-// S: the number type (T, or Dual<T> for the second derivatives); T: float or double.
+// S: the row type (Lanes<T>::type, or Dual of it for the second derivatives); T: float or double.
 template <class S, class T> struct Pass {
+  static constexpr int NL = Lanes<T>::n;
+  typedef typename Lanes<T>::type V;
   int K;
   const T *u, *lw;  // u coordinate-major [3, K]
   T c, eps_t, eps_a, eps_o;
@@ -97,17 +115,17 @@ template <class S, class T> struct Pass {
   // gradients
   S *gy, *dX, *dL, *dY, *dWY, *dS, *drho, *dGV, *dBT, *db, *dGa, *dGo, *dg;
 
-  size_t A3(int a, int k) const { return ((size_t)a * K + k) * NL; }
-  static size_t A2(int i) { return (size_t)i * NL; }
-  size_t PK(int k, int j) const { return ((size_t)k * K + j) * NL; }
+  size_t A3(int a, int k) const { return (size_t)a * K + k; }
+  static size_t A2(int i) { return (size_t)i; }
+  size_t PK(int k, int j) const { return (size_t)k * K + j; }
 
   bool alloc() {
-    const size_t n = (size_t)NL * ((size_t)K * (1 + R + R + M + NW + 5) + 147 + (size_t)K * K +
+    const size_t n = ((size_t)K * (1 + R + R + M + NW + 5) + 147 + (size_t)K * K +
                                    (size_t)K * (2 + R + R + M + NW + 1) + 147);
-    buf = (S *)malloc(n * sizeof(S));
+    buf = (S *)aligned_alloc(64, ((n * sizeof(S) + 63) / 64) * 64);
     if (!buf) return false;
     S *q = buf;
-    auto take = [&](S *&field, size_t count) { field = q, q += count * NL; };
+    auto take = [&](S *&field, size_t count) { field = q, q += count; };
     take(rho, K), take(GV, 25), take(BT, 25), take(b, 5), take(Ga, 36), take(Go, 49), take(g, 7);
     take(X, R * K), take(L, R * K), take(Y, M * K), take(WY, NW * K);
     take(s, K), take(sa, K), take(so, K), take(qo, K), take(ybar, K);
@@ -121,27 +139,20 @@ template <class S, class T> struct Pass {
   S *grad(int i) { return i == 0 ? drho : i == 1 ? dGV : i == 2 ? dBT : i == 3 ? db : i == 4 ? dGa : i == 5 ? dGo : dg; }
   int width(int i) const { return i == 0 ? K : NIN[i]; }
 
-  // rows of n numbers of edges e0 .. e0 + nl - 1 (values, and tangents when S is dual) -> lane-major [n][NL]
+  // rows of n numbers of edges e0 .. e0 + nl - 1 (values, and tangents when S is dual) -> rows [n] of lanes
   static void gather(const T *src, const T *tan, long e0, int nl, int n, S *dst) {
     for (int l = 0; l < NL; l++) {
       const long e = e0 + (l < nl ? l : nl - 1);
-      for (int i = 0; i < n; i++) {
-        set(dst[A2(i) + l], src[e * n + i]);
-        if (tan) add_tangent(dst[A2(i) + l], tan[e * n + i]);
-      }
+      for (int i = 0; i < n; i++) set_lane(dst[i], l, src[e * n + i], tan ? tan[e * n + i] : T(0));
     }
   }
-  static void add_tangent(T &, T) {}
-  static void add_tangent(Dual<T> &x, T t) { x.d = t; }
   static void scatter(const S *src, long e0, int nl, int n, T *vals, T *tans) {
     for (int l = 0; l < nl; l++)
       for (int i = 0; i < n; i++) {
-        if (vals) vals[(e0 + l) * n + i] = val(src[A2(i) + l]);
-        if (tans) tans[(e0 + l) * n + i] = tangent(src[A2(i) + l]);
+        if (vals) vals[(e0 + l) * n + i] = lane_val(src[i], l);
+        if (tans) tans[(e0 + l) * n + i] = lane_tan(src[i], l);
       }
   }
-  static T tangent(T) { return T(0); }
-  static T tangent(Dual<T> x) { return x.d; }
 
   // W = [Ga; Go[1:,1:]; Go[0,1:]; g[1:]] (14 × 6): the lanes of entry (p, i)
   S *w_row(int p, int i) {
@@ -161,136 +172,136 @@ template <class S, class T> struct Pass {
       const S *rk = rho + A2(k);
       S *sk = s + A2(k), *x0 = X + A3(0, k), *x1 = X + A3(1, k), *x2 = X + A3(2, k), *x3 = X + A3(3, k),
         *x4 = X + A3(4, k);
-      LANES {
-        const S vu = gv[0][l] + T(2) * (gv[2][l] * u0 + gv[3][l] * u1 + gv[4][l] * u2) +
-                     u0 * (gv[12][l] * u0 + gv[13][l] * u1 + gv[14][l] * u2) +
-                     u1 * (gv[17][l] * u0 + gv[18][l] * u1 + gv[19][l] * u2) +
-                     u2 * (gv[22][l] * u0 + gv[23][l] * u1 + gv[24][l] * u2);
-        const S vr = T(2) * (gv[5][l] + gv[7][l] * u0 + gv[8][l] * u1 + gv[9][l] * u2);
-        const S var = vu + rk[l] * (vr + rk[l] * gv[6][l]);
+      {
+        const S vu = gv[0][0] + T(2) * (gv[2][0] * u0 + gv[3][0] * u1 + gv[4][0] * u2) +
+                     u0 * (gv[12][0] * u0 + gv[13][0] * u1 + gv[14][0] * u2) +
+                     u1 * (gv[17][0] * u0 + gv[18][0] * u1 + gv[19][0] * u2) +
+                     u2 * (gv[22][0] * u0 + gv[23][0] * u1 + gv[24][0] * u2);
+        const S vr = T(2) * (gv[5][0] + gv[7][0] * u0 + gv[8][0] * u1 + gv[9][0] * u2);
+        const S var = vu + rk[0] * (vr + rk[0] * gv[6][0]);
         const S sv = rsqrt_(var / c + eps_t);
-        put(sk[l], sv);
-        put(x0[l], sv);
-        put(x1[l], sv * rk[l]);
-        put(x2[l], sv * u0);
-        put(x3[l], sv * u1);
-        put(x4[l], sv * u2);
+        put(sk[0], sv);
+        put(x0[0], sv);
+        put(x1[0], sv * rk[0]);
+        put(x2[0], sv * u0);
+        put(x3[0], sv * u1);
+        put(x4[0], sv * u2);
       }
     }
     for (int r = 0; r < R; r++)  // L_k = BT X_k + b
       for (int k = 0; k < K; k++) {
-        S *lk = L + A3(r, k), acc[NL];
+        S *lk = L + A3(r, k), acc[1];
         const S *br = b + A2(r);
-        LANES put(acc[l], br[l]);
+        put(acc[0], br[0]);
         for (int q = 0; q < R; q++) {
           const S *bt = BT + A2(r * R + q), *xq = X + A3(q, k);
-          LANES acc[l] += bt[l] * xq[l];
+          acc[0] += bt[0] * xq[0];
         }
-        LANES put(lk[l], acc[l]);
+        put(lk[0], acc[0]);
       }
     for (int k = 0; k < K; k++) {  // P_k = softmax_j(L_k·X_j + lw_j), Y_k = Σ_j P_kj X_j
-      T mx[NL];
-      S sum[NL];
+      V mx[1];
+      S sum[1];
       for (int j = 0; j < K; j++) {
-        S *pj = P + PK(k, j), acc[NL];
+        S *pj = P + PK(k, j), acc[1];
         const T lwj = lw[j];
-        LANES set(acc[l], lwj);
+        set(acc[0], lwj);
         for (int r = 0; r < R; r++) {
           const S *lr = L + A3(r, k), *xr = X + A3(r, j);
-          LANES acc[l] += lr[l] * xr[l];
+          acc[0] += lr[0] * xr[0];
         }
-        LANES put(pj[l], acc[l]);
-        if (j == 0) LANES mx[l] = val(acc[l]);
-        else LANES mx[l] = val(acc[l]) > mx[l] ? val(acc[l]) : mx[l];
+        put(pj[0], acc[0]);
+        if (j == 0) mx[0] = val(acc[0]);
+        else mx[0] = val(acc[0]) > mx[0] ? val(acc[0]) : mx[0];
       }
-      LANES put(sum[l], zero<S>());
+      put(sum[0], zero<S>());
       for (int j = 0; j < K; j++) {
         S *pj = P + PK(k, j);
-        LANES {
-          put(pj[l], exp_(pj[l] - mx[l]));  // any shift gives the same softmax (its tangent cancels too)
-          sum[l] += pj[l];
+        {
+          put(pj[0], exp_(pj[0] - mx[0]));  // any shift gives the same softmax (its tangent cancels too)
+          sum[0] += pj[0];
         }
       }
-      LANES put(sum[l], recip(sum[l]));
+      put(sum[0], recip(sum[0]));
       for (int j = 0; j < K; j++) {
         S *pj = P + PK(k, j);
-        LANES pj[l] *= sum[l];
+        pj[0] *= sum[0];
       }
       for (int r = 0; r < R; r++) {
-        S *yr = Y + A3(r, k), acc[NL];
-        LANES put(acc[l], zero<S>());
+        S *yr = Y + A3(r, k), acc[1];
+        put(acc[0], zero<S>());
         for (int j = 0; j < K; j++) {
           const S *pj = P + PK(k, j), *xr = X + A3(r, j);
-          LANES acc[l] += pj[l] * xr[l];
+          acc[0] += pj[0] * xr[0];
         }
-        LANES put(yr[l], acc[l]);
+        put(yr[0], acc[0]);
       }
       S *y5 = Y + A3(R, k);
-      LANES set(y5[l], T(1));
+      set(y5[0], T(1));
     }
     for (int p = 0; p < NW; p++)  // WY = W Ŷ
       for (int k = 0; k < K; k++) {
         S *wy = WY + A3(p, k);
-        LANES put(wy[l], zero<S>());
+        put(wy[0], zero<S>());
         for (int i = 0; i < M; i++) {
           const S *wpi = w_row(p, i), *yi = Y + A3(i, k);
-          LANES wy[l] += wpi[l] * yi[l];
+          wy[0] += wpi[0] * yi[0];
         }
       }
     for (int k = 0; k < K; k++) {  // the readout's quadratic forms and ȳ
-      S qa[NL], qov[NL];
-      LANES {
-        put(qa[l], zero<S>());
-        put(qov[l], zero<S>());
+      S qa[1], qov[1];
+      {
+        put(qa[0], zero<S>());
+        put(qov[0], zero<S>());
       }
       for (int i = 0; i < M; i++) {
         const S *wa = WY + A3(i, k), *wo = WY + A3(M + i, k), *yi = Y + A3(i, k);
-        LANES {
-          qa[l] += wa[l] * yi[l];
-          qov[l] += wo[l] * yi[l];
+        {
+          qa[0] += wa[0] * yi[0];
+          qov[0] += wo[0] * yi[0];
         }
       }
       const S *go0 = Go, *g0 = g, *wy12 = WY + A3(12, k), *wy13 = WY + A3(13, k);
       S *sak = sa + A2(k), *sok = so + A2(k), *qok = qo + A2(k), *yb = ybar + A2(k);
-      LANES {
-        const S a = rsqrt_(qa[l] / c + eps_a);
-        const S o = rsqrt_((go0[l] + a * (T(2) * wy12[l] + a * qov[l])) / c + eps_o);
-        put(sak[l], a);
-        put(sok[l], o);
-        put(qok[l], qov[l]);
-        put(yb[l], o * (g0[l] + a * wy13[l]) / c);
+      {
+        const S a = rsqrt_(qa[0] / c + eps_a);
+        const S o = rsqrt_((go0[0] + a * (T(2) * wy12[0] + a * qov[0])) / c + eps_o);
+        put(sak[0], a);
+        put(sok[0], o);
+        put(qok[0], qov[0]);
+        put(yb[0], o * (g0[0] + a * wy13[0]) / c);
       }
     }
   }
 
   void vjp() {  // gradients of Σ gy·ȳ into drho .. dg (forward() first)
     const T h = T(-0.5) / c;
-    for (int i = 0; i < 49; i++) LANES dGo[A2(i) + l] = zero<S>();
-    LANES put(dg[l], zero<S>());
+    for (int i = 0; i < 49; i++) dGo[i] = zero<S>();
+    put(dg[0], zero<S>());
     for (int k = 0; k < K; k++) {  // ȳ, so, sa, the quadratic forms
       const S *sak = sa + A2(k), *sok = so + A2(k), *qok = qo + A2(k), *wyo = WY + A3(12, k), *wyg = WY + A3(13, k),
               *gyk = gy + A2(k);
-      S dqa[NL], dqo[NL];
+      S dqa[1], dqo[1];
       S *dwyo = dWY + A3(12, k), *dwyg = dWY + A3(13, k);
-      LANES {
-        const S t = g[l] + sak[l] * wyg[l];
-        const S d_so = gyk[l] * t / c, d_t = gyk[l] * sok[l] / c;
-        dg[l] += d_t;
-        const S d_z = d_so * (sok[l] * sok[l] * sok[l] * h);
-        dGo[l] += d_z;
-        const S d_sa = d_t * wyg[l] + d_z * (T(2) * wyo[l] + T(2) * sak[l] * qok[l]);
-        put(dqa[l], d_sa * (sak[l] * sak[l] * sak[l] * h));
-        put(dqo[l], d_z * sak[l] * sak[l]);
-        put(dwyo[l], d_z * T(2) * sak[l]);
-        put(dwyg[l], d_t * sak[l]);
+      {
+        const S t = g[0] + sak[0] * wyg[0];
+        const S d_so = gyk[0] * t / c, d_t = gyk[0] * sok[0] / c;
+        dg[0] += d_t;
+        const S d_z = d_so * (sok[0] * sok[0] * sok[0] * h);
+        dGo[0] += d_z;
+        const S d_sa = d_t * wyg[0] + d_z * (T(2) * wyo[0] + T(2) * sak[0] * qok[0]);
+        put(dqa[0], d_sa * (sak[0] * sak[0] * sak[0] * h));
+        put(dqo[0], d_z * sak[0] * sak[0]);
+        put(dwyo[0], d_z * T(2) * sak[0]);
+        put(dwyg[0], d_t * sak[0]);
       }
       for (int i = 0; i < M; i++) {
         const S *yi = Y + A3(i, k), *wa = WY + A3(i, k), *wo = WY + A3(M + i, k);
         S *da = dWY + A3(i, k), *dox = dWY + A3(M + i, k), *dy = dY + A3(i, k);
-        LANES {
-          put(da[l], dqa[l] * yi[l]);
-          put(dox[l], dqo[l] * yi[l]);
-          put(dy[l], dqa[l] * wa[l] + dqo[l] * wo[l]);
+        {
+          put(da[0], dqa[0] * yi[0]);
+          put(dox[0], dqo[0] * yi[0]);
+          put(dy[0], dqa[0] * wa[0] + dqo[0] * wo[0]);
         }
       }
     }
@@ -300,88 +311,88 @@ template <class S, class T> struct Pass {
                  : p < 2 * M ? dGo + A2((1 + p - M) * 7 + 1 + i)
                  : p == 12   ? dGo + A2(1 + i)
                              : dg + A2(1 + i);
-        S acc[NL];
-        LANES put(acc[l], zero<S>());
+        S acc[1];
+        put(acc[0], zero<S>());
         for (int k = 0; k < K; k++) {
           const S *dw = dWY + A3(p, k), *yi = Y + A3(i, k);
-          LANES acc[l] += dw[l] * yi[l];
+          acc[0] += dw[0] * yi[0];
         }
-        LANES put(out[l], acc[l]);
+        put(out[0], acc[0]);
       }
     for (int i = 0; i < R; i++)  // ∂/∂Ŷ += Wᵀ dWY
       for (int k = 0; k < K; k++) {
-        S *dy = dY + A3(i, k), acc[NL];
-        LANES put(acc[l], dy[l]);
+        S *dy = dY + A3(i, k), acc[1];
+        put(acc[0], dy[0]);
         for (int p = 0; p < NW; p++) {
           const S *wpi = w_row(p, i), *dw = dWY + A3(p, k);
-          LANES acc[l] += wpi[l] * dw[l];
+          acc[0] += wpi[0] * dw[0];
         }
-        LANES put(dy[l], acc[l]);
+        put(dy[0], acc[0]);
       }
     // attention: ∂/∂S_kj = P_kj (dY_k·X_j − dY_k·Y_k); ∂/∂X_j += Σ_k P_kj dY_k + ∂S_kj L_k; ∂/∂L_k = Σ_j ∂S_kj X_j
-    for (int i = 0; i < R * K; i++) LANES dX[(size_t)i * NL + l] = zero<S>();
+    for (int i = 0; i < R * K; i++) dX[i] = zero<S>();
     for (int k = 0; k < K; k++) {
-      S delta[NL];
-      LANES put(delta[l], zero<S>());
+      S delta[1];
+      put(delta[0], zero<S>());
       for (int r = 0; r < R; r++) {
         const S *dy = dY + A3(r, k), *y = Y + A3(r, k);
-        LANES delta[l] += dy[l] * y[l];
+        delta[0] += dy[0] * y[0];
       }
       for (int j = 0; j < K; j++) {
-        S *ds = dS + A2(j), acc[NL];
+        S *ds = dS + A2(j), acc[1];
         const S *pj = P + PK(k, j);
-        LANES put(acc[l], -delta[l]);
+        put(acc[0], -delta[0]);
         for (int r = 0; r < R; r++) {
           const S *dy = dY + A3(r, k), *xr = X + A3(r, j);
-          LANES acc[l] += dy[l] * xr[l];
+          acc[0] += dy[0] * xr[0];
         }
-        LANES put(ds[l], acc[l] * pj[l]);
+        put(ds[0], acc[0] * pj[0]);
       }
       for (int r = 0; r < R; r++) {
         const S *dy = dY + A3(r, k), *lr = L + A3(r, k);
-        S *dl = dL + A3(r, k), acc[NL];
-        LANES put(acc[l], zero<S>());
+        S *dl = dL + A3(r, k), acc[1];
+        put(acc[0], zero<S>());
         for (int j = 0; j < K; j++) {
           const S *pj = P + PK(k, j), *ds = dS + A2(j), *xr = X + A3(r, j);
           S *dx = dX + A3(r, j);
-          LANES {
-            dx[l] += pj[l] * dy[l] + ds[l] * lr[l];
-            acc[l] += ds[l] * xr[l];
+          {
+            dx[0] += pj[0] * dy[0] + ds[0] * lr[0];
+            acc[0] += ds[0] * xr[0];
           }
         }
-        LANES put(dl[l], acc[l]);
+        put(dl[0], acc[0]);
       }
     }
     for (int r = 0; r < R; r++) {  // L = BT X + b
-      S *dbr = db + A2(r), acc[NL];
-      LANES put(acc[l], zero<S>());
+      S *dbr = db + A2(r), acc[1];
+      put(acc[0], zero<S>());
       for (int k = 0; k < K; k++) {
         const S *dl = dL + A3(r, k);
-        LANES acc[l] += dl[l];
+        acc[0] += dl[0];
       }
-      LANES put(dbr[l], acc[l]);
+      put(dbr[0], acc[0]);
       for (int qq = 0; qq < R; qq++) {
         S *dbt = dBT + A2(r * R + qq);
-        LANES put(acc[l], zero<S>());
+        put(acc[0], zero<S>());
         for (int k = 0; k < K; k++) {
           const S *dl = dL + A3(r, k), *xq = X + A3(qq, k);
-          LANES acc[l] += dl[l] * xq[l];
+          acc[0] += dl[0] * xq[0];
         }
-        LANES put(dbt[l], acc[l]);
+        put(dbt[0], acc[0]);
       }
     }
     for (int qq = 0; qq < R; qq++)
       for (int k = 0; k < K; k++) {
-        S *dx = dX + A3(qq, k), acc[NL];
-        LANES put(acc[l], dx[l]);
+        S *dx = dX + A3(qq, k), acc[1];
+        put(acc[0], dx[0]);
         for (int r = 0; r < R; r++) {
           const S *bt = BT + A2(r * R + qq), *dl = dL + A3(r, k);
-          LANES acc[l] += bt[l] * dl[l];
+          acc[0] += bt[0] * dl[0];
         }
-        LANES put(dx[l], acc[l]);
+        put(dx[0], acc[0]);
       }
     // X_k = s_k [1, ρ_k, u_k], s_k = (var_k / c + eps_t)^-1/2
-    for (int i = 0; i < 25; i++) LANES dGV[A2(i) + l] = zero<S>();
+    for (int i = 0; i < 25; i++) dGV[i] = zero<S>();
     S *dgv[25];
     const S *gv[25];
     for (int i = 0; i < 25; i++) dgv[i] = dGV + A2(i), gv[i] = GV + A2(i);
@@ -390,29 +401,29 @@ template <class S, class T> struct Pass {
       const S *sk = s + A2(k), *rk = rho + A2(k), *dx0 = dX + A3(0, k), *dx1 = dX + A3(1, k), *dx2 = dX + A3(2, k),
               *dx3 = dX + A3(3, k), *dx4 = dX + A3(4, k);
       S *dr = drho + A2(k);
-      LANES {
-        const S ds = dx0[l] + dx1[l] * rk[l] + dx2[l] * u0 + dx3[l] * u1 + dx4[l] * u2;
-        const S dv = ds * (sk[l] * sk[l] * sk[l] * h);
-        const S vr = T(2) * (gv[5][l] + gv[7][l] * u0 + gv[8][l] * u1 + gv[9][l] * u2);
-        put(dr[l], dx1[l] * sk[l] + dv * (vr + T(2) * rk[l] * gv[6][l]));
-        dgv[0][l] += dv;
-        dgv[5][l] += T(2) * dv * rk[l];
-        dgv[6][l] += dv * rk[l] * rk[l];
-        dgv[2][l] += T(2) * u0 * dv;
-        dgv[3][l] += T(2) * u1 * dv;
-        dgv[4][l] += T(2) * u2 * dv;
-        dgv[7][l] += T(2) * dv * rk[l] * u0;
-        dgv[8][l] += T(2) * dv * rk[l] * u1;
-        dgv[9][l] += T(2) * dv * rk[l] * u2;
-        dgv[12][l] += (u0 * u0) * dv;
-        dgv[13][l] += (u0 * u1) * dv;
-        dgv[14][l] += (u0 * u2) * dv;
-        dgv[17][l] += (u1 * u0) * dv;
-        dgv[18][l] += (u1 * u1) * dv;
-        dgv[19][l] += (u1 * u2) * dv;
-        dgv[22][l] += (u2 * u0) * dv;
-        dgv[23][l] += (u2 * u1) * dv;
-        dgv[24][l] += (u2 * u2) * dv;
+      {
+        const S ds = dx0[0] + dx1[0] * rk[0] + dx2[0] * u0 + dx3[0] * u1 + dx4[0] * u2;
+        const S dv = ds * (sk[0] * sk[0] * sk[0] * h);
+        const S vr = T(2) * (gv[5][0] + gv[7][0] * u0 + gv[8][0] * u1 + gv[9][0] * u2);
+        put(dr[0], dx1[0] * sk[0] + dv * (vr + T(2) * rk[0] * gv[6][0]));
+        dgv[0][0] += dv;
+        dgv[5][0] += T(2) * dv * rk[0];
+        dgv[6][0] += dv * rk[0] * rk[0];
+        dgv[2][0] += T(2) * u0 * dv;
+        dgv[3][0] += T(2) * u1 * dv;
+        dgv[4][0] += T(2) * u2 * dv;
+        dgv[7][0] += T(2) * dv * rk[0] * u0;
+        dgv[8][0] += T(2) * dv * rk[0] * u1;
+        dgv[9][0] += T(2) * dv * rk[0] * u2;
+        dgv[12][0] += (u0 * u0) * dv;
+        dgv[13][0] += (u0 * u1) * dv;
+        dgv[14][0] += (u0 * u2) * dv;
+        dgv[17][0] += (u1 * u0) * dv;
+        dgv[18][0] += (u1 * u1) * dv;
+        dgv[19][0] += (u1 * u2) * dv;
+        dgv[22][0] += (u2 * u0) * dv;
+        dgv[23][0] += (u2 * u1) * dv;
+        dgv[24][0] += (u2 * u2) * dv;
       }
     }
   }
@@ -425,6 +436,7 @@ int run(long E, int K, const T *u, const T *lw, double c, double eps_t, double e
         const T *const *x, const T *const *xt, const T *gy, T *y, T *yt, T *const *dx, T *const *dxt) {
   Pass<S, T> p{K, u, lw, (T)c, (T)eps_t, (T)eps_a, (T)eps_o};
   if (!p.alloc()) return -1;
+  constexpr int NL = Lanes<T>::n;
   for (long e0 = 0; e0 < E; e0 += NL) {
     const int nl = E - e0 < NL ? (int)(E - e0) : NL;
     for (int i = 0; i < 7; i++) Pass<S, T>::gather(x[i], xt ? xt[i] : nullptr, e0, nl, p.width(i), p.input(i));
@@ -445,17 +457,17 @@ int run(long E, int K, const T *u, const T *lw, double c, double eps_t, double e
 #define ENTRY(T, SUFFIX)                                                                                          \
   extern "C" int grid_pass_forward_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t,     \
                                             double eps_a, double eps_o, const T *const *x, T *y) {             \
-    return run<T, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, x, nullptr, nullptr, y, nullptr, nullptr, nullptr);  \
+    return run<Lanes<T>::type, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, x, nullptr, nullptr, y, nullptr, nullptr, nullptr);  \
   }                                                                                                             \
   extern "C" int grid_pass_vjp_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t,         \
                                         double eps_a, double eps_o, const T *const *x, const T *gy,            \
                                         T *const *dx) {                                                         \
-    return run<T, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, x, nullptr, gy, nullptr, nullptr, dx, nullptr);      \
+    return run<Lanes<T>::type, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, x, nullptr, gy, nullptr, nullptr, dx, nullptr);      \
   }                                                                                                             \
   extern "C" int grid_pass_vjp_tangent_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t, \
                                                 double eps_a, double eps_o, const T *const *x, const T *const *v, \
                                                 const T *gy, T *jv, T *const *hv) {                            \
-    return run<Dual<T>, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, x, v, gy, nullptr, jv, nullptr, hv);           \
+    return run<Dual<Lanes<T>::type>, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, x, v, gy, nullptr, jv, nullptr, hv);           \
   }
 
 ENTRY(float, f32)
