@@ -425,12 +425,10 @@ def _edge_forms_one_head(M, h):
                      mz.t() @ zhc.t(), cw.unsqueeze(1), n2.t() @ cw.unsqueeze(1), zc.t(), n2.t() @ zc.t(),
                      lo.weight.unsqueeze(1), n2.t() @ lo.weight.unsqueeze(1)], 1)  # [C, 32]
     feats = n @ torch.cat([quad_mats, lin], 1)  # [E, 4C + 32]
-    qd = (feats[:, :4 * C].view(E, 4, C) * n.unsqueeze(1)).sum(-1)  # [E, 4]: nᵀ A n
+    quad, li = feats.split([4 * C, 32], 1)  # split, not slices: one cat in each backward, not one zeros + copy each
+    qd = (quad.view(E, 4, C) * n.unsqueeze(1)).sum(-1)  # [E, 4]: nᵀ A n
     nn_ = (n * n).sum(-1, keepdim=True)  # [E, 1]
-    li = feats[:, 4 * C:]
-    nf, b0s, br0, bb0 = li[:, 0:4], li[:, 4:8], li[:, 8:12], li[:, 12:13]
-    ga0, ncw, n2cw, nzc, n2zc, ngo, n2go = li[:, 13:18], li[:, 18:19], li[:, 19:20], li[:, 20:25], li[:, 25:30], \
-        li[:, 30:31], li[:, 31:32]
+    nf, b0s, br0, bb0, ga0, ncw, n2cw, nzc, n2zc, ngo, n2go = li.split([4, 4, 4, 1, 5, 1, 1, 5, 5, 1, 1], 1)
     GV = _bordered(nn_.unsqueeze(-1), nf.unsqueeze(1), fc @ fc.t())
     # B with rows r (query coefficient) and columns s (key coefficient); BT = Bᵀ
     B = _bordered_general(qd[:, 0:1].unsqueeze(-1) * scale, b0s.unsqueeze(1), br0.unsqueeze(2), (qc @ kc.t()) * scale)
