@@ -261,22 +261,24 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor, native_pass: bool = True) 
     u, log_w = M.distinct_u, M.distinct_log_w  # [K', 3], [K']: the W copies of each pole merged (K' = (H-2)W + 2)
     rho = M.distances(d, u)  # [E, K']
     h = M.w_h(m)  # [E, C]
-    forms = _edge_forms_one_head(M, h) if M.heads == 1 else _edge_forms_bases(M, h)
     consts = (u, log_w, float(M.hidden), M.norm_tokens.eps, M.norm_attn.eps, M.norm_out.eps)
-    # the same pass per edge in C++ (nn/csrc/grid_pass.cpp, nn/native.py); torch ops as reference and fallback
-    if native_pass and M.heads == 1 and native.usable(rho):
-        # contiguous before the Function, so that what it saves is on the graph (the double backward goes through it)
-        ybar = _NativeGridPass.apply(consts, *(x.contiguous() for x in (rho, *forms)))
+    if M.heads == 1:
+        z, cv, scale = _edge_scalars_one_head(M, h)
+        if native_pass and native.usable(rho):  # the forms' assembly and the grid pass per edge in C++
+            # contiguous before the Function, so that what it saves is on the graph (the double backward uses it)
+            ybar = _NativeGridPass.apply((*consts, scale), rho.contiguous(), z.contiguous(), cv.contiguous())
+        else:
+            ybar = _grid_pass(consts, 1, rho, *_assemble_forms(z, cv, scale))
     else:
-        ybar = _grid_pass(consts, M.heads, rho, *forms)  # [E, K']: ȳ at each distinct direction
+        ybar = _grid_pass(consts, M.heads, rho, *_edge_forms_bases(M, h))  # [E, K']: ȳ at each distinct direction
     ybar = ybar + M.norm_out.bias.mean()
     return torch.sigmoid(F.linear(ybar, M.readout.weight @ M.distinct_merge, M.readout.bias))
 
 
 class _NativeGridPass(torch.autograd.Function):
-    """:func:`_grid_pass` (one head, without the readout bias) by the native kernel (``nn/csrc/grid_pass.cpp``);
-    its backward is the kernel's vector-Jacobian product (:class:`_NativeGridPassVJP` when a second derivative may
-    follow, i.e. under ``create_graph``)."""
+    """:func:`_grid_pass` of :func:`_assemble_forms` (one head, without the readout bias) by the native kernel
+    (``nn/csrc/grid_pass.cpp``), inputs (ρ, z, cv); its backward is the kernel's vector-Jacobian product
+    (:class:`_NativeGridPassVJP` when a second derivative may follow, i.e. under ``create_graph``)."""
 
     @staticmethod
     def forward(ctx, consts, *xs):  # xs contiguous (made so before apply, so that the saved tensors are on the graph)
@@ -312,6 +314,7 @@ class _NativeGridPassVJP(torch.autograd.Function):
 
 
 def _native_consts(consts, like):
+    """(u [3, K], log ω, C, eps_t, eps_a, eps_o, scale) in ``like``'s dtype, contiguous, for the kernel."""
     u, log_w, *numbers = consts  # u coordinate-major [3, K] for the kernel
     return (u.to(like.dtype).t().contiguous(), log_w.to(like.dtype).contiguous(), *numbers)
 
@@ -397,9 +400,17 @@ def _bordered(corner: torch.Tensor, edge: torch.Tensor, const: torch.Tensor) -> 
 
 
 def _edge_forms_one_head(M, h):
-    """Per-edge forms for one head from per-edge *scalars*: every per-edge C-vector of the bases is a fixed linear
-    map of n_e = cen(h_e + b_f + b_p), so each Gram entry is a constant, a linear form ⟨a, n_e⟩ or a quadratic form
-    n_eᵀ A n_e. One [E, C] x [C, 4C + 32] product gives all of them; no [E, r, C] basis is built."""
+    """Per-edge forms (GV, BT, b, Ga, Go, g) for one head: :func:`_assemble_forms` of :func:`_edge_scalars_one_head`."""
+    return _assemble_forms(*_edge_scalars_one_head(M, h))
+
+
+def _edge_scalars_one_head(M, h):
+    """(z [E, 37], cv [98], scale): the per-edge scalars and the constants the forms of one head are assembled from.
+
+    Every per-edge C-vector of the bases is a fixed linear map of n_e = cen(h_e + b_f + b_p), so each Gram entry is a
+    constant, a linear form ⟨a, n_e⟩ or a quadratic form n_eᵀ A n_e. One [E, C] x [C, 4C + 32] product gives all of
+    them; no [E, r, C] basis is built. z = [|n|², nᵀA_i n (4), the 32 linear forms]; cv = [CF (4 x 4), CB (4 x 4),
+    cb (4), CA (5 x 5), cw·cw, CZ (5 x 5), cw_zc (5), cw·γ_out, zc γ_out (5)] (layout of nn/csrc/grid_pass.cpp)."""
     C = M.hidden
     E = h.shape[0]
     lt, la, lo = M.norm_tokens, M.norm_attn, M.norm_out
@@ -428,19 +439,30 @@ def _edge_forms_one_head(M, h):
     quad, li = feats.split([4 * C, 32], 1)  # split, not slices: one cat in each backward, not one zeros + copy each
     qd = (quad.view(E, 4, C) * n.unsqueeze(1)).sum(-1)  # [E, 4]: nᵀ A n
     nn_ = (n * n).sum(-1, keepdim=True)  # [E, 1]
-    nf, b0s, br0, bb0, ga0, ncw, n2cw, nzc, n2zc, ngo, n2go = li.split([4, 4, 4, 1, 5, 1, 1, 5, 5, 1, 1], 1)
-    GV = _bordered(nn_.unsqueeze(-1), nf.unsqueeze(1), fc @ fc.t())
+    z = torch.cat([nn_, qd, li], 1)  # [E, 37]
+    cv = torch.cat([(fc @ fc.t()).reshape(16), ((qc @ kc.t()) * scale).reshape(16), (kc @ q0) * scale,
+                    (zhc @ zhc.t()).reshape(25), (cw @ cw).reshape(1), (zc @ zc.t()).reshape(25), zc @ cw,
+                    (cw @ lo.weight).reshape(1), zc @ lo.weight])  # [98]
+    return z, cv, scale
+
+
+def _assemble_forms(z, cv, scale):
+    """The per-edge forms from :func:`_edge_scalars_one_head`'s (z, cv, scale): GV [E, 5, 5], BT [E, 5, 5], b [E, 5, 1],
+    Ga [E, 6, 6], Go [E, 7, 7], g [E, 7] (the native kernel assembles the same in its lanes)."""
+    E = z.shape[0]
+    nn_, qd, nf, b0s, br0, bb0, ga0, ncw, n2cw, nzc, n2zc, ngo, n2go = z.split([1, 4, 4, 4, 4, 1, 5, 1, 1, 5, 5, 1, 1], 1)
+    CF, CB, cb, CA, cwcw, CZ, cw_zc, cwgo, zgo = cv.split([16, 16, 4, 25, 1, 25, 5, 1, 5])
+    GV = _bordered(nn_.unsqueeze(-1), nf.unsqueeze(1), CF.view(4, 4))
     # B with rows r (query coefficient) and columns s (key coefficient); BT = Bᵀ
-    B = _bordered_general(qd[:, 0:1].unsqueeze(-1) * scale, b0s.unsqueeze(1), br0.unsqueeze(2), (qc @ kc.t()) * scale)
-    b = torch.cat([bb0, (kc @ q0).expand(E, 4) * scale], 1).unsqueeze(-1)  # [E, 5, 1]
-    Ga = _bordered(qd[:, 1:2].unsqueeze(-1), ga0.unsqueeze(1), zhc @ zhc.t())  # [E, 6, 6]
-    cw_zc = zc @ cw  # [5]
-    go_ww = nn_ + 2 * ncw + cw @ cw
+    B = _bordered_general(qd[:, 0:1].unsqueeze(-1) * scale, b0s.unsqueeze(1), br0.unsqueeze(2), CB.view(4, 4))
+    b = torch.cat([bb0, cb.expand(E, 4)], 1).unsqueeze(-1)  # [E, 5, 1]
+    Ga = _bordered(qd[:, 1:2].unsqueeze(-1), ga0.unsqueeze(1), CA.view(5, 5))  # [E, 6, 6]
+    go_ww = nn_ + 2 * ncw + cwcw
     go_w0 = qd[:, 2:3] + n2cw
     corner = torch.cat([torch.cat([go_ww, go_w0], 1).unsqueeze(1), torch.cat([go_w0, qd[:, 3:4]], 1).unsqueeze(1)], 1)
     edge = torch.cat([(nzc + cw_zc).unsqueeze(1), n2zc.unsqueeze(1)], 1)  # [E, 2, 5]
-    Go = _bordered(corner, edge, zc @ zc.t())  # [E, 7, 7]
-    g = torch.cat([ngo + cw @ lo.weight, n2go, (zc @ lo.weight).expand(E, 5)], 1)  # [E, 7]
+    Go = _bordered(corner, edge, CZ.view(5, 5))  # [E, 7, 7]
+    g = torch.cat([ngo + cwgo, n2go, zgo.expand(E, 5)], 1)  # [E, 7]
     return GV, B.transpose(1, 2), b, Ga, Go, g
 
 

@@ -99,7 +99,7 @@ def _build(cc: str) -> Path:
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, pp = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
-    head = [ctypes.c_long, ctypes.c_int, p, p] + [ctypes.c_double] * 4
+    head = [ctypes.c_long, ctypes.c_int, p, p] + [ctypes.c_double] * 5
     for suffix in ("f32", "f64"):
         for name, rest in (("grid_pass_forward", [pp, p]), ("grid_pass_vjp", [pp, p, pp]),
                            ("grid_pass_vjp_tangent", [pp, pp, p, p, pp])):
@@ -156,23 +156,23 @@ def _call(name: str, consts, xs, *rest) -> None:
     assert lib is not None
     rho = xs[0]
     fn = getattr(lib, f"{name}_{'f32' if rho.dtype == torch.float32 else 'f64'}")
-    u, lw, c, eps_t, eps_a, eps_o = consts
+    u, lw, c, eps_t, eps_a, eps_o, scale = consts
     E, K = rho.shape
     args = [_ptrs(r) if isinstance(r, (list, tuple)) else r.data_ptr() for r in rest]
-    if fn(E, K, u.data_ptr(), lw.data_ptr(), c, eps_t, eps_a, eps_o, _ptrs(xs), *args) != 0:
+    if fn(E, K, u.data_ptr(), lw.data_ptr(), c, eps_t, eps_a, eps_o, scale, _ptrs(xs), *args) != 0:
         raise MemoryError(f"MARA native kernel {name}: out of memory for {K} grid directions")
 
 
 def grid_pass_forward(consts, *xs) -> torch.Tensor:
-    """ȳ [E, K] without the readout bias (see kernels._grid_pass); xs = (ρ, GV, BT, b, Ga, Go, g), contiguous, one
-    dtype; consts = (u [3, K], log ω [K], C, eps_t, eps_a, eps_o) with u coordinate-major."""
+    """ȳ [E, K] without the readout bias (kernels._grid_pass of kernels._assemble_forms); xs = (ρ [E, K], z [E, 37],
+    cv [98]), contiguous, one dtype; consts = (u [3, K], log ω [K], C, eps_t, eps_a, eps_o, scale), u coordinate-major."""
     y = torch.empty_like(xs[0])
     _call("grid_pass_forward", consts, xs, y)
     return y
 
 
 def grid_pass_vjp(consts, *xs_and_gy) -> tuple[torch.Tensor, ...]:
-    """(∂/∂ρ, ∂/∂GV, ∂/∂BT, ∂/∂b, ∂/∂Ga, ∂/∂Go, ∂/∂g) of Σ gy ⊙ ȳ; arguments (ρ, .., g, gy)."""
+    """(∂/∂ρ, ∂/∂z, ∂/∂cv) of Σ gy ⊙ ȳ (∂/∂cv summed over the edges); arguments (ρ, z, cv, gy)."""
     *xs, gy = xs_and_gy
     outs = [torch.empty_like(x) for x in xs]
     _call("grid_pass_vjp", consts, xs, gy, outs)
@@ -181,8 +181,8 @@ def grid_pass_vjp(consts, *xs_and_gy) -> tuple[torch.Tensor, ...]:
 
 def grid_pass_vjp_tangent(consts, xs, vs, gy) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Derivatives of the VJP in the direction ``vs`` of the inputs ``xs``: (J v [E, K], H v) with J the Jacobian of
-    ȳ and H the Hessian of Σ gy ⊙ ȳ (H v: one tensor per input). These are the VJP's own gradients for the
-    cotangents vs: with respect to gy and to xs."""
+    ȳ and H the Hessian of Σ gy ⊙ ȳ (H v: one tensor per input, the cv part summed over the edges). These are the
+    VJP's own gradients for the cotangents vs: with respect to gy and to xs."""
     jv = torch.empty_like(xs[0])
     hv = [torch.empty_like(x) for x in xs]
     _call("grid_pass_vjp_tangent", consts, xs, vs, gy, jv, hv)

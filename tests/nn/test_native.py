@@ -29,26 +29,32 @@ def lib():
 
 
 def _inputs(M, E, dtype, seed=0):
-    """(consts, per-edge inputs of the grid pass) for E random edges of M."""
+    """(consts, scale, (ρ, z, cv)) for E random edges of M: the kernel's inputs."""
     m, d = edges(E=E, D=M.message_dim, dtype=dtype, seed=seed)
     u, log_w = M.distinct_u, M.distinct_log_w
     consts = (u, log_w, float(M.hidden), M.norm_tokens.eps, M.norm_attn.eps, M.norm_out.eps)
     with torch.no_grad():
-        xs = [x.contiguous() for x in (M.distances(d, u), *kernels._edge_forms_one_head(M, M.w_h(m)))]
-    return consts, xs
+        z, cv, scale = kernels._edge_scalars_one_head(M, M.w_h(m))
+        xs = [x.contiguous() for x in (M.distances(d, u), z, cv)]
+    return consts, scale, xs
 
 
 @pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("grid,E", [((4, 8), 37), ((3, 5), 16), ((4, 8), 1), ((5, 6), 0)])
-def test_forward_and_vjp_equal_the_torch_pass(lib, dtype, tol, grid, E):
-    """Every lane count (a partial block of 16, exactly one, a single edge, none), two grids, both dtypes; the VJP
-    entry by entry (the same function of the same 25 + 25 + 5 + 36 + 49 + 7 numbers, not only the same total)."""
+def test_forward_vjp_and_its_derivatives_equal_the_torch_pass(lib, dtype, tol, grid, E):
+    """Every lane count (a partial block, exactly one, a single edge, none), two grids, both dtypes; each gradient
+    entry by entry: ∂/∂ρ, ∂/∂z per edge, ∂/∂cv summed over the edges; then the VJP's own derivatives for random
+    cotangents (J v for gy, H v for the inputs) against autograd's double backward of the torch pass."""
     M = mara("paper", D=12, hidden=16, grid=grid, dtype=dtype, seed=1)
     randomize_(M, seed=2, scale=1.0)
-    consts, xs = _inputs(M, E, dtype, seed=3)
-    nc = kernels._native_consts(consts, xs[0])
+    consts, scale, xs = _inputs(M, E, dtype, seed=3)
+    nc = kernels._native_consts((*consts, scale), xs[0])
     xr = [x.clone().requires_grad_(True) for x in xs]
-    y = kernels._grid_pass(consts, 1, *xr)
+
+    def torch_pass(rho, z, cv):
+        return kernels._grid_pass(consts, 1, rho, *kernels._assemble_forms(z, cv, scale))
+
+    y = torch_pass(*xr)
     y_native = native.grid_pass_forward(nc, *xs)
     assert y_native.shape == y.shape == (E, M.distinct_u.shape[0])
     if E == 0:
@@ -58,18 +64,32 @@ def test_forward_and_vjp_equal_the_torch_pass(lib, dtype, tol, grid, E):
     gy = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(4))
     want = torch.autograd.grad(y, xr, gy)
     got = native.grid_pass_vjp(nc, *xs, gy)
-    for name, a, b in zip(("rho", "GV", "BT", "b", "Ga", "Go", "g"), got, want, strict=True):
+    for name, a, b in zip(("rho", "z", "cv"), got, want, strict=True):
         assert a.shape == b.shape
         assert _max_rel(a, b) <= tol, name
-    # the VJP's own derivatives for cotangents vs: J v (for gy) and H v (for the inputs)
     gy.requires_grad_(True)
-    first = torch.autograd.grad(kernels._grid_pass(consts, 1, *xr), xr, gy, create_graph=True)
+    first = torch.autograd.grad(torch_pass(*xr), xr, gy, create_graph=True)
     vs = [torch.randn(x.shape, dtype=dtype, generator=torch.Generator().manual_seed(5 + i)) for i, x in enumerate(xs)]
     want2 = torch.autograd.grad(first, [gy, *xr], vs)
     jv, hv = native.grid_pass_vjp_tangent(nc, xs, vs, gy.detach())
-    for name, a, b in zip(("gy", "rho", "GV", "BT", "b", "Ga", "Go", "g"), [jv, *hv], want2, strict=True):
+    for name, a, b in zip(("gy", "rho", "z", "cv"), [jv, *hv], want2, strict=True):
         assert a.shape == b.shape
         assert _max_rel(a, b) <= 5 * tol, name
+
+
+def test_assembled_forms_are_the_forms():
+    """_assemble_forms(_edge_scalars_one_head) is the per-edge forms' definition the kernel assembles in its lanes."""
+    M = mara("paper", D=12, hidden=16, grid=(4, 8), seed=1)
+    randomize_(M, seed=2, scale=1.0)
+    m, _ = edges(E=9, D=12, seed=3)
+    h = M.w_h(m)
+    GV, BT, b, Ga, Go, g = kernels._edge_forms_one_head(M, h)
+    for t in (GV, Ga, Go):  # Grams are symmetric
+        assert torch.allclose(t, t.transpose(1, 2), atol=1e-12)
+    n = h + (M.w_f.bias + M.w_p.bias)
+    n = n - n.mean(-1, keepdim=True)
+    assert torch.allclose(GV[:, 0, 0], (n * n).sum(-1), atol=1e-12)  # |n|²
+    assert b.shape == (9, 5, 1) and g.shape == (9, 7) and BT.shape == (9, 5, 5)
 
 
 @pytest.mark.parametrize("train", [True, False])

@@ -35,7 +35,8 @@ namespace {
 constexpr int R = 5;    // token coefficients [1, ρ, u]
 constexpr int M = 6;    // attention-output coefficients [Y, 1]
 constexpr int NW = 14;  // rows of W
-constexpr int NIN[7] = {0, 25, 25, 5, 36, 49, 7};  // entries per edge of GV, BT, b, Ga, Go, g (ρ has K)
+constexpr int NZ = 37;  // per-edge scalars z (kernels._edge_scalars_one_head)
+constexpr int NC = 98;  // constants cv, the same for every edge
 // A row of lanes is one GCC vector value (64 bytes: 16 floats or 8 doubles), so every statement is a vector
 // operation over the block's edges; a dual number is a pair of such vectors (value, tangent).
 template <class T> struct Lanes {
@@ -106,38 +107,113 @@ template <class S, class T> struct Pass {
   typedef typename Lanes<T>::type V;
   int K;
   const T *u, *lw;  // u coordinate-major [3, K]
-  T c, eps_t, eps_a, eps_o;
+  T c, eps_t, eps_a, eps_o, scale;
   S *buf;
   // per-lane inputs, lane-major [n][NL]
-  S *rho, *GV, *BT, *b, *Ga, *Go, *g;
+  S *rho, *z, *cv, *GV, *BT, *b, *Ga, *Go, *g;  // ρ, z and cv given; the forms GV .. g assembled from z and cv
   // forward intermediates
   S *X, *L, *P, *Y, *WY, *s, *sa, *so, *qo, *ybar;
   // gradients
-  S *gy, *dX, *dL, *dY, *dWY, *dS, *drho, *dGV, *dBT, *db, *dGa, *dGo, *dg;
+  S *gy, *dX, *dL, *dY, *dWY, *dS, *drho, *dGV, *dBT, *db, *dGa, *dGo, *dg, *dz, *dcv;
 
   size_t A3(int a, int k) const { return (size_t)a * K + k; }
   static size_t A2(int i) { return (size_t)i; }
   size_t PK(int k, int j) const { return (size_t)k * K + j; }
 
   bool alloc() {
-    const size_t n = ((size_t)K * (1 + R + R + M + NW + 5) + 147 + (size_t)K * K +
-                                   (size_t)K * (2 + R + R + M + NW + 1) + 147);
+    const size_t n = ((size_t)K * (1 + R + R + M + NW + 5) + 147 + NZ + NC + (size_t)K * K +
+                                   (size_t)K * (2 + R + R + M + NW + 1) + 147 + NZ + NC);
     buf = (S *)aligned_alloc(64, ((n * sizeof(S) + 63) / 64) * 64);
     if (!buf) return false;
     S *q = buf;
     auto take = [&](S *&field, size_t count) { field = q, q += count; };
-    take(rho, K), take(GV, 25), take(BT, 25), take(b, 5), take(Ga, 36), take(Go, 49), take(g, 7);
+    take(rho, K), take(z, NZ), take(cv, NC), take(GV, 25), take(BT, 25), take(b, 5), take(Ga, 36), take(Go, 49), take(g, 7);
     take(X, R * K), take(L, R * K), take(Y, M * K), take(WY, NW * K);
     take(s, K), take(sa, K), take(so, K), take(qo, K), take(ybar, K);
     take(P, (size_t)K * K);
     take(gy, K), take(dX, R * K), take(dL, R * K), take(dY, M * K), take(dWY, NW * K), take(dS, K);
-    take(drho, K), take(dGV, 25), take(dBT, 25), take(db, 5), take(dGa, 36), take(dGo, 49), take(dg, 7);
+    take(drho, K), take(dGV, 25), take(dBT, 25), take(db, 5), take(dGa, 36), take(dGo, 49), take(dg, 7), take(dz, NZ), take(dcv, NC);
     return true;
   }
 
-  S *input(int i) { return i == 0 ? rho : i == 1 ? GV : i == 2 ? BT : i == 3 ? b : i == 4 ? Ga : i == 5 ? Go : g; }
-  S *grad(int i) { return i == 0 ? drho : i == 1 ? dGV : i == 2 ? dBT : i == 3 ? db : i == 4 ? dGa : i == 5 ? dGo : dg; }
-  int width(int i) const { return i == 0 ? K : NIN[i]; }
+  // z: [|n|², nᵀA_i n (4), nf (4), b0s (4), br0 (4), bb0, ga0 (5), ⟨n, cw⟩, ⟨n₂, cw⟩, nzc (5), n2zc (5), ngo, n2go];
+  // cv: [CF (4x4), CB (4x4), cb (4), CA (5x5), cw·cw, CZ (5x5), cw_zc (5), cw·γ_out, zc γ_out (5)]
+  // (kernels._edge_scalars_one_head; kernels._assemble_forms is this assembly in torch ops)
+  void assemble() {
+    const S *qd = z + 1, *nf = z + 5, *b0s = z + 9, *br0 = z + 13, *ga0 = z + 18, *nzc = z + 25, *n2zc = z + 30;
+    const S *CF = cv, *CB = cv + 16, *cb = cv + 32, *CA = cv + 36, *CZ = cv + 62, *cwzc = cv + 87, *zgo = cv + 93;
+    put(GV[0], z[0]);
+    for (int i = 0; i < 4; i++) {
+      put(GV[1 + i], nf[i]);
+      put(GV[(1 + i) * 5], nf[i]);
+      for (int j = 0; j < 4; j++) put(GV[(1 + i) * 5 + 1 + j], CF[i * 4 + j]);
+    }
+    // B (rows: query coefficient, columns: key coefficient) = [[qd0·scale, b0s], [br0, CB]]; BT_rs = B_sr
+    put(BT[0], qd[0] * scale);
+    for (int i = 0; i < 4; i++) {
+      put(BT[(1 + i) * 5], b0s[i]);
+      put(BT[1 + i], br0[i]);
+      for (int j = 0; j < 4; j++) put(BT[(1 + j) * 5 + 1 + i], CB[i * 4 + j]);
+    }
+    put(b[0], z[17]);
+    for (int i = 0; i < 4; i++) put(b[1 + i], cb[i]);
+    put(Ga[0], qd[1]);
+    for (int i = 0; i < 5; i++) {
+      put(Ga[1 + i], ga0[i]);
+      put(Ga[(1 + i) * 6], ga0[i]);
+      for (int j = 0; j < 5; j++) put(Ga[(1 + i) * 6 + 1 + j], CA[i * 5 + j]);
+    }
+    put(Go[0], z[0] + T(2) * z[23] + cv[61]);
+    put(Go[1], qd[2] + z[24]);
+    put(Go[7], qd[2] + z[24]);
+    put(Go[8], qd[3]);
+    for (int i = 0; i < 5; i++) {
+      put(Go[2 + i], nzc[i] + cwzc[i]);
+      put(Go[(2 + i) * 7], nzc[i] + cwzc[i]);
+      put(Go[9 + i], n2zc[i]);
+      put(Go[(2 + i) * 7 + 1], n2zc[i]);
+      for (int j = 0; j < 5; j++) put(Go[(2 + i) * 7 + 2 + j], CZ[i * 5 + j]);
+    }
+    put(g[0], z[35] + cv[92]);
+    put(g[1], z[36]);
+    for (int i = 0; i < 5; i++) put(g[2 + i], zgo[i]);
+  }
+
+  void disassemble() {  // the transpose of assemble(): dGV .. dg -> dz, dcv
+    put(dz[0], dGV[0] + dGo[0]);
+    put(dz[1], dBT[0] * scale);
+    put(dz[2], dGa[0]);
+    put(dz[3], dGo[1] + dGo[7]);
+    put(dz[4], dGo[8]);
+    for (int i = 0; i < 4; i++) {
+      put(dz[5 + i], dGV[1 + i] + dGV[(1 + i) * 5]);
+      put(dz[9 + i], dBT[(1 + i) * 5]);
+      put(dz[13 + i], dBT[1 + i]);
+      for (int j = 0; j < 4; j++) {
+        put(dcv[i * 4 + j], dGV[(1 + i) * 5 + 1 + j]);
+        put(dcv[16 + i * 4 + j], dBT[(1 + j) * 5 + 1 + i]);
+      }
+      put(dcv[32 + i], db[1 + i]);
+    }
+    put(dz[17], db[0]);
+    for (int i = 0; i < 5; i++) {
+      put(dz[18 + i], dGa[1 + i] + dGa[(1 + i) * 6]);
+      put(dz[25 + i], dGo[2 + i] + dGo[(2 + i) * 7]);
+      put(dz[30 + i], dGo[9 + i] + dGo[(2 + i) * 7 + 1]);
+      put(dcv[87 + i], dGo[2 + i] + dGo[(2 + i) * 7]);
+      put(dcv[93 + i], dg[2 + i]);
+      for (int j = 0; j < 5; j++) {
+        put(dcv[36 + i * 5 + j], dGa[(1 + i) * 6 + 1 + j]);
+        put(dcv[62 + i * 5 + j], dGo[(2 + i) * 7 + 2 + j]);
+      }
+    }
+    put(dz[23], T(2) * dGo[0]);
+    put(dz[24], dGo[1] + dGo[7]);
+    put(dz[35], dg[0]);
+    put(dz[36], dg[1]);
+    put(dcv[61], dGo[0]);
+    put(dcv[92], dg[0]);
+  }
 
   // rows of n numbers of edges e0 .. e0 + nl - 1 (values, and tangents when S is dual) -> rows [n] of lanes
   static void gather(const T *src, const T *tan, long e0, int nl, int n, S *dst) {
@@ -431,22 +507,37 @@ template <class S, class T> struct Pass {
 
 // x: the 7 inputs [E, n_i]; xt: their tangents (or null); gy [E, K] (or null: forward only);
 // y, yt: ȳ and its tangent (either may be null); dx, dxt: the VJP and its tangent (null: not wanted)
+// x = (ρ [E, K], z [E, 37], cv [98]); xt: their tangents (or null); gy [E, K] (or null: forward only);
+// y, yt: ȳ and its tangent (either may be null); dx, dxt: the VJP and its tangent, ∂/∂cv summed over the edges
 template <class S, class T>
-int run(long E, int K, const T *u, const T *lw, double c, double eps_t, double eps_a, double eps_o,
+int run(long E, int K, const T *u, const T *lw, double c, double eps_t, double eps_a, double eps_o, double scale,
         const T *const *x, const T *const *xt, const T *gy, T *y, T *yt, T *const *dx, T *const *dxt) {
-  Pass<S, T> p{K, u, lw, (T)c, (T)eps_t, (T)eps_a, (T)eps_o};
+  Pass<S, T> p{K, u, lw, (T)c, (T)eps_t, (T)eps_a, (T)eps_o, (T)scale};
   if (!p.alloc()) return -1;
   constexpr int NL = Lanes<T>::n;
+  for (int i = 0; i < NC; i++) {  // the constants, in every lane
+    if (dx) dx[2][i] = 0;
+    if (dxt) dxt[2][i] = 0;
+    for (int l = 0; l < NL; l++) set_lane(p.cv[i], l, x[2][i], xt ? xt[2][i] : T(0));
+  }
   for (long e0 = 0; e0 < E; e0 += NL) {
     const int nl = E - e0 < NL ? (int)(E - e0) : NL;
-    for (int i = 0; i < 7; i++) Pass<S, T>::gather(x[i], xt ? xt[i] : nullptr, e0, nl, p.width(i), p.input(i));
+    Pass<S, T>::gather(x[0], xt ? xt[0] : nullptr, e0, nl, K, p.rho);
+    Pass<S, T>::gather(x[1], xt ? xt[1] : nullptr, e0, nl, NZ, p.z);
+    p.assemble();
     p.forward();
     if (y || yt) Pass<S, T>::scatter(p.ybar, e0, nl, K, y, yt);
     if (!gy) continue;
     Pass<S, T>::gather(gy, nullptr, e0, nl, K, p.gy);
     p.vjp();
-    for (int i = 0; i < 7; i++)
-      Pass<S, T>::scatter(p.grad(i), e0, nl, p.width(i), dx ? dx[i] : nullptr, dxt ? dxt[i] : nullptr);
+    p.disassemble();
+    Pass<S, T>::scatter(p.drho, e0, nl, K, dx ? dx[0] : nullptr, dxt ? dxt[0] : nullptr);
+    Pass<S, T>::scatter(p.dz, e0, nl, NZ, dx ? dx[1] : nullptr, dxt ? dxt[1] : nullptr);
+    for (int i = 0; i < NC; i++)  // the real lanes only
+      for (int l = 0; l < nl; l++) {
+        if (dx) dx[2][i] += lane_val(p.dcv[i], l);
+        if (dxt) dxt[2][i] += lane_tan(p.dcv[i], l);
+      }
   }
   free(p.buf);
   return 0;
@@ -456,18 +547,19 @@ int run(long E, int K, const T *u, const T *lw, double c, double eps_t, double e
 
 #define ENTRY(T, SUFFIX)                                                                                          \
   extern "C" int grid_pass_forward_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t,     \
-                                            double eps_a, double eps_o, const T *const *x, T *y) {             \
-    return run<Lanes<T>::type, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, x, nullptr, nullptr, y, nullptr, nullptr, nullptr);  \
+                                            double eps_a, double eps_o, double scale, const T *const *x, T *y) {             \
+    return run<Lanes<T>::type, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, scale, x, nullptr, nullptr, y, nullptr, nullptr, nullptr);  \
   }                                                                                                             \
   extern "C" int grid_pass_vjp_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t,         \
-                                        double eps_a, double eps_o, const T *const *x, const T *gy,            \
+                                        double eps_a, double eps_o, double scale, const T *const *x, const T *gy, \
                                         T *const *dx) {                                                         \
-    return run<Lanes<T>::type, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, x, nullptr, gy, nullptr, nullptr, dx, nullptr);      \
+    return run<Lanes<T>::type, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, scale, x, nullptr, gy, nullptr, nullptr, dx, nullptr);      \
   }                                                                                                             \
   extern "C" int grid_pass_vjp_tangent_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t, \
-                                                double eps_a, double eps_o, const T *const *x, const T *const *v, \
+                                                double eps_a, double eps_o, double scale, const T *const *x,            \
+                                                const T *const *v, \
                                                 const T *gy, T *jv, T *const *hv) {                            \
-    return run<Dual<Lanes<T>::type>, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, x, v, gy, nullptr, jv, nullptr, hv);           \
+    return run<Dual<Lanes<T>::type>, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, scale, x, v, gy, nullptr, jv, nullptr, hv);           \
   }
 
 ENTRY(float, f32)
