@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall seconds, or this process's CPU seconds (steadier on a shared machine)")
-    p.add_argument("--impl", nargs="+", default=["folded"], choices=["folded", "fused", "matmul", "sdpa"])
+    p.add_argument("--impl", nargs="+", default=["folded"], choices=["folded", "folded-torch", "fused", "matmul", "sdpa"])
     p.add_argument("--mode", choices=["fwd_bwd", "train"], default="fwd_bwd",
                    help="fwd_bwd: backward of sum(gates); train: the force-training double backward")
     a = p.parse_args(argv)

@@ -1,4 +1,5 @@
-"""The MARA ``paper`` gate, forward + backward: our batched kernel vs the torch-harmonics AttentionS2 reference.
+"""The MARA ``paper`` gate, forward + backward: our folded path (``ours``: its grid pass in the native C++ kernel;
+``ours_torch``: the same in torch ops, ``--mara-impl folded-torch``) vs the torch-harmonics AttentionS2 reference.
 
 Wraps ``benchmarks/mara_kernel.py`` (loaded by path: it is a script next to this package, not a module of it).
 """
@@ -28,7 +29,7 @@ def _kernel_module():
 
 
 class MaraKernel:
-    params = [EDGES, ["ours", "attention_s2"]]
+    params = [EDGES, ["ours", "ours_torch", "attention_s2"]]
     param_names = ["edges", "impl"]
     timeout = 300
     number = 1
@@ -38,7 +39,9 @@ class MaraKernel:
         threads()
         k = _kernel_module()
         mara, ref = k.build(MESSAGE_DIM)
-        self.fn = mara.gates if impl == "ours" else ref
+        if impl == "ours_torch":
+            mara.set_impl("folded-torch")
+        self.fn = ref if impl == "attention_s2" else mara.gates
         self.m, self.d = k.make_inputs(edges, MESSAGE_DIM)
         self.time_fwd_bwd(edges, impl)  # warm-up
 
