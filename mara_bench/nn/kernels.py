@@ -32,9 +32,9 @@ float64 for values, gradients and second derivatives). In float32 the variances 
 lose relative precision only when a LayerNorm input is nearly constant over channels (variance ≪ its parts).
 All ops outside the attention core are plain differentiable torch ops; the core's first and second derivatives
 are hand-derived autograd Functions (checked by gradcheck and gradgradcheck), so force training's double backward
-works. On the CPU the per-grid-point pass (:func:`_grid_pass`, one head) runs in a C++ kernel instead
-(:mod:`mara_bench.nn.native`, ``nn/csrc/grid_pass.cpp``: forward, VJP and the VJP's derivatives), with this torch
-code as its reference and fallback.
+works. On the CPU, with one head, everything after the per-edge scalars (distances, forms, grid pass, readout) runs
+in a C++ kernel instead (:mod:`mara_bench.nn.native`, ``nn/csrc/folded_gate.cpp``: forward, VJP and the VJP's
+derivatives), with this torch code as its reference and fallback.
 """
 
 from __future__ import annotations
@@ -259,62 +259,65 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor, native_pass: bool = True) 
     for one head, :func:`_edge_forms_bases` from explicit C-vectors for any number of heads), then the per-grid-point
     pass :func:`_grid_pass` on coefficient-major tensors ([E, r, K])."""
     u, log_w = M.distinct_u, M.distinct_log_w  # [K', 3], [K']: the W copies of each pole merged (K' = (H-2)W + 2)
-    rho = M.distances(d, u)  # [E, K']
     h = M.w_h(m)  # [E, C]
     consts = (u, log_w, float(M.hidden), M.norm_tokens.eps, M.norm_attn.eps, M.norm_out.eps)
+    w = M.readout.weight @ M.distinct_merge  # [1, K']: the readout on the distinct directions
     if M.heads == 1:
         z, cv, scale = _edge_scalars_one_head(M, h)
-        if native_pass and native.usable(rho):  # the forms' assembly and the grid pass per edge in C++
+        if native_pass and native.usable(d):  # ρ, the forms, the grid pass and the readout per edge in C++
+            from .mara import RHO_EPS
+
+            cw = torch.cat([cv, w.reshape(-1), (M.norm_out.bias.mean() * w.sum() + M.readout.bias).reshape(1)])
             # contiguous before the Function, so that what it saves is on the graph (the double backward uses it)
-            ybar = _NativeGridPass.apply((*consts, scale), rho.contiguous(), z.contiguous(), cv.contiguous())
-        else:
-            ybar = _grid_pass(consts, 1, rho, *_assemble_forms(z, cv, scale))
+            return _NativeGate.apply((*consts, scale, RHO_EPS), d.contiguous(), z.contiguous(), cw).unsqueeze(1)
+        forms = _assemble_forms(z, cv, scale)
     else:
-        ybar = _grid_pass(consts, M.heads, rho, *_edge_forms_bases(M, h))  # [E, K']: ȳ at each distinct direction
-    ybar = ybar + M.norm_out.bias.mean()
-    return torch.sigmoid(F.linear(ybar, M.readout.weight @ M.distinct_merge, M.readout.bias))
+        forms = _edge_forms_bases(M, h)
+    ybar = _grid_pass(consts, M.heads, M.distances(d, u), *forms)  # [E, K']: ȳ at each distinct direction
+    return torch.sigmoid(F.linear(ybar + M.norm_out.bias.mean(), w, M.readout.bias))
 
 
-class _NativeGridPass(torch.autograd.Function):
-    """:func:`_grid_pass` of :func:`_assemble_forms` (one head, without the readout bias) by the native kernel
-    (``nn/csrc/grid_pass.cpp``), inputs (ρ, z, cv); its backward is the kernel's vector-Jacobian product
-    (:class:`_NativeGridPassVJP` when a second derivative may follow, i.e. under ``create_graph``)."""
+class _NativeGate(torch.autograd.Function):
+    """The folded gate α [E] from (d, z, cw) by the native kernel (``nn/csrc/folded_gate.cpp``): ``MARA.distances``,
+    :func:`_assemble_forms`, :func:`_grid_pass` and the readout, per edge. Its backward is the kernel's
+    vector-Jacobian product (:class:`_NativeGateVJP` when a second derivative may follow, i.e. under
+    ``create_graph``)."""
 
     @staticmethod
     def forward(ctx, consts, *xs):  # xs contiguous (made so before apply, so that the saved tensors are on the graph)
         ctx.consts = _native_consts(consts, xs[0])
         ctx.save_for_backward(*xs)
-        return native.grid_pass_forward(ctx.consts, *xs)
+        return native.gate_forward(ctx.consts, *xs)
 
     @staticmethod
-    def backward(ctx, gy):
+    def backward(ctx, ga):
         xs = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return (None, *_NativeGridPassVJP.apply(ctx.consts, gy.contiguous(), *xs))
-        return (None, *native.grid_pass_vjp(ctx.consts, *xs, gy.contiguous()))
+            return (None, *_NativeGateVJP.apply(ctx.consts, ga.contiguous(), *xs))
+        return (None, *native.gate_vjp(ctx.consts, *xs, ga.contiguous()))
 
 
-class _NativeGridPassVJP(torch.autograd.Function):
-    """(gy, inputs) -> the kernel's VJP; its backward (force training's double backward) is the kernel's derivative
-    of the VJP in the direction of the cotangents: J v for gy, H v for the inputs (H the Hessian of Σ gy·ȳ)."""
+class _NativeGateVJP(torch.autograd.Function):
+    """(gα, inputs) -> the kernel's VJP; its backward (force training's double backward) is the kernel's derivative
+    of the VJP in the direction of the cotangents: J v for gα, H v for the inputs (H the Hessian of Σ gα·α)."""
 
     @staticmethod
-    def forward(ctx, consts, gy, *xs):
+    def forward(ctx, consts, ga, *xs):
         ctx.consts = consts
-        ctx.save_for_backward(gy, *xs)
-        return native.grid_pass_vjp(consts, *xs, gy)
+        ctx.save_for_backward(ga, *xs)
+        return native.gate_vjp(consts, *xs, ga)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *cots):
-        gy, *xs = ctx.saved_tensors
+        ga, *xs = ctx.saved_tensors
         vs = [torch.zeros_like(x) if v is None else v.contiguous() for x, v in zip(xs, cots, strict=True)]
-        jv, hv = native.grid_pass_vjp_tangent(ctx.consts, xs, vs, gy)
+        jv, hv = native.gate_vjp_tangent(ctx.consts, xs, vs, ga)
         return (None, jv, *hv)
 
 
 def _native_consts(consts, like):
-    """(u [3, K], log ω, C, eps_t, eps_a, eps_o, scale) in ``like``'s dtype, contiguous, for the kernel."""
+    """(u [3, K], log ω, C, eps_t, eps_a, eps_o, scale, RHO_EPS) in ``like``'s dtype, contiguous, for the kernel."""
     u, log_w, *numbers = consts  # u coordinate-major [3, K] for the kernel
     return (u.to(like.dtype).t().contiguous(), log_w.to(like.dtype).contiguous(), *numbers)
 
@@ -410,7 +413,7 @@ def _edge_scalars_one_head(M, h):
     Every per-edge C-vector of the bases is a fixed linear map of n_e = cen(h_e + b_f + b_p), so each Gram entry is a
     constant, a linear form ⟨a, n_e⟩ or a quadratic form n_eᵀ A n_e. One [E, C] x [C, 4C + 32] product gives all of
     them; no [E, r, C] basis is built. z = [|n|², nᵀA_i n (4), the 32 linear forms]; cv = [CF (4 x 4), CB (4 x 4),
-    cb (4), CA (5 x 5), cw·cw, CZ (5 x 5), cw_zc (5), cw·γ_out, zc γ_out (5)] (layout of nn/csrc/grid_pass.cpp)."""
+    cb (4), CA (5 x 5), cw·cw, CZ (5 x 5), cw_zc (5), cw·γ_out, zc γ_out (5)] (layout of nn/csrc/folded_gate.cpp)."""
     C = M.hidden
     E = h.shape[0]
     lt, la, lo = M.norm_tokens, M.norm_attn, M.norm_out

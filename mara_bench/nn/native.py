@@ -1,14 +1,16 @@
-"""An optional native kernel for the folded gate's per-grid-point pass (``csrc/grid_pass.cpp``).
+"""An optional native kernel for the folded ``paper`` gate (``csrc/folded_gate.cpp``).
 
-The pass of :func:`mara_bench.nn.kernels._grid_pass` works on a few dozen numbers per edge, which PyTorch runs as
-~100 separate ops over [E, ≤ 14, K] tensors (and as many again in each backward): per-op overhead and memory passes,
-not arithmetic. The C++ file does the same per edge, 16 edges per SIMD lane block: the forward, its vector-Jacobian
-product (VJP), and the VJP's own derivatives (force training's double backward, by forward-mode differentiation of
-the VJP code). It is built at first use with the system's C++ compiler (``c++ -O3 -march=native -shared``, a couple
-of seconds, no torch headers) into a cache folder and called through ctypes on contiguous CPU tensors, so there is
-nothing to install.
+After the per-edge scalars (one GEMM, :func:`mara_bench.nn.kernels._edge_scalars_one_head`), the folded gate is a
+function of a few dozen numbers per edge: ρ from the edge vector (``MARA.distances``), the forms
+(:func:`~mara_bench.nn.kernels._assemble_forms`), the per-grid-point pass (:func:`~mara_bench.nn.kernels._grid_pass`)
+and the readout. PyTorch runs that as ~150 separate ops over [E, ≤ 14, K] tensors, and as many again in each
+backward: per-op overhead and memory passes, not arithmetic. The C++ file does the same per edge, one edge per SIMD
+lane: the forward, its vector-Jacobian product (VJP), and the VJP's own derivatives (force training's double
+backward, by forward-mode differentiation of the VJP code on dual numbers). It is built at first use with the
+system's C++ compiler (``c++ -O3 -march=native -shared``, a couple of seconds, no torch headers) into a cache folder
+and called through ctypes on contiguous CPU tensors, so there is nothing to install.
 
-The readable torch function stays the reference and the fallback: without a compiler (a warning says so once), on
+The readable torch functions stay the reference and the fallback: without a compiler (a warning says so once), on
 CUDA, under ``torch.compile`` or a dispatch mode (FLOP counting), for more than one head, with ``--mara-impl
 folded-torch`` or with ``MARA_BENCH_NATIVE=0`` the gate runs in torch ops.
 
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("csrc") / "grid_pass.cpp"
+SOURCE = Path(__file__).with_name("csrc") / "folded_gate.cpp"
 SOURCES = (SOURCE,)
 # no -ffast-math: -fopenmp-simd and libmvec vectorise the loops and the exponentials without changing rounding rules
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17"]
@@ -80,7 +82,7 @@ def _build(cc: str) -> Path:
     except OSError:  # no writable cache: a per-user folder under the temporary directory
         out_dir = Path(tempfile.gettempdir()) / f"mara_bench-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
         out_dir.mkdir(parents=True, exist_ok=True)
-    lib = out_dir / f"grid_pass-{key.hexdigest()[:16]}.so"
+    lib = out_dir / f"folded_gate-{key.hexdigest()[:16]}.so"
     if lib.exists():
         return lib
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so.tmp")
@@ -99,10 +101,10 @@ def _build(cc: str) -> Path:
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, pp = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
-    head = [ctypes.c_long, ctypes.c_int, p, p] + [ctypes.c_double] * 5
+    head = [ctypes.c_long, ctypes.c_int, p, p] + [ctypes.c_double] * 6
     for suffix in ("f32", "f64"):
-        for name, rest in (("grid_pass_forward", [pp, p]), ("grid_pass_vjp", [pp, p, pp]),
-                           ("grid_pass_vjp_tangent", [pp, pp, p, p, pp])):
+        for name, rest in (("gate_forward", [pp, p]), ("gate_vjp", [pp, p, pp]),
+                           ("gate_vjp_tangent", [pp, pp, p, p, pp])):
             fn = getattr(lib, f"{name}_{suffix}")
             fn.argtypes, fn.restype = head + rest, ctypes.c_int
 
@@ -124,7 +126,7 @@ def library() -> ctypes.CDLL | None:
                 _declare(lib)
                 _lib = lib
             except Exception as e:  # noqa: BLE001 - any failure means: run the torch path, and say so once
-                warnings.warn(f"MARA's native grid-pass kernel is unavailable ({e}); the gate runs in torch ops "
+                warnings.warn(f"MARA's native gate kernel is unavailable ({e}); the gate runs in torch ops "
                               "(slower, same values). Set MARA_BENCH_NATIVE=0 to silence this.", stacklevel=2)
             _tried = True
     return _lib
@@ -140,7 +142,7 @@ def _dispatch_mode_active() -> bool:
 
 
 def usable(t: torch.Tensor) -> bool:
-    """Whether the native pass can run on tensors like ``t``: CPU, float32/float64, not under torch.compile nor a
+    """Whether the native gate can run on tensors like ``t``: CPU, float32/float64, not under torch.compile nor a
     dispatch mode (so FLOP counts see the torch ops: the kernel computes the same products), and built."""
     return (t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and enabled()
             and not torch.compiler.is_compiling() and not _dispatch_mode_active() and library() is not None)
@@ -154,36 +156,37 @@ def _call(name: str, consts, xs, *rest) -> None:
     """``rest``: tensors (one pointer each) or lists of tensors (an array of pointers)."""
     lib = library()
     assert lib is not None
-    rho = xs[0]
-    fn = getattr(lib, f"{name}_{'f32' if rho.dtype == torch.float32 else 'f64'}")
-    u, lw, c, eps_t, eps_a, eps_o, scale = consts
-    E, K = rho.shape
+    d = xs[0]
+    fn = getattr(lib, f"{name}_{'f32' if d.dtype == torch.float32 else 'f64'}")
+    u, lw, c, eps_t, eps_a, eps_o, scale, rho_eps = consts
+    E, K = d.shape[0], u.shape[1]
     args = [_ptrs(r) if isinstance(r, (list, tuple)) else r.data_ptr() for r in rest]
-    if fn(E, K, u.data_ptr(), lw.data_ptr(), c, eps_t, eps_a, eps_o, scale, _ptrs(xs), *args) != 0:
+    if fn(E, K, u.data_ptr(), lw.data_ptr(), c, eps_t, eps_a, eps_o, scale, rho_eps, _ptrs(xs), *args) != 0:
         raise MemoryError(f"MARA native kernel {name}: out of memory for {K} grid directions")
 
 
-def grid_pass_forward(consts, *xs) -> torch.Tensor:
-    """ȳ [E, K] without the readout bias (kernels._grid_pass of kernels._assemble_forms); xs = (ρ [E, K], z [E, 37],
-    cv [98]), contiguous, one dtype; consts = (u [3, K], log ω [K], C, eps_t, eps_a, eps_o, scale), u coordinate-major."""
-    y = torch.empty_like(xs[0])
-    _call("grid_pass_forward", consts, xs, y)
+def gate_forward(consts, *xs) -> torch.Tensor:
+    """α [E] of the folded ``paper`` gate (kernels.folded_gates from the per-edge scalars on): xs = (d [E, 3],
+    z [E, 37], cw [98 + K + 1] = [cv, readout weights on the distinct directions, c0]), contiguous, one dtype;
+    consts = (u [3, K] coordinate-major, log ω [K], C, eps_t, eps_a, eps_o, scale, RHO_EPS)."""
+    y = torch.empty(xs[0].shape[0], dtype=xs[0].dtype)
+    _call("gate_forward", consts, xs, y)
     return y
 
 
-def grid_pass_vjp(consts, *xs_and_gy) -> tuple[torch.Tensor, ...]:
-    """(∂/∂ρ, ∂/∂z, ∂/∂cv) of Σ gy ⊙ ȳ (∂/∂cv summed over the edges); arguments (ρ, z, cv, gy)."""
+def gate_vjp(consts, *xs_and_gy) -> tuple[torch.Tensor, ...]:
+    """(∂/∂d, ∂/∂z, ∂/∂cw) of Σ gα ⊙ α (∂/∂cw summed over the edges); arguments (d, z, cw, gα)."""
     *xs, gy = xs_and_gy
     outs = [torch.empty_like(x) for x in xs]
-    _call("grid_pass_vjp", consts, xs, gy, outs)
+    _call("gate_vjp", consts, xs, gy, outs)
     return tuple(outs)
 
 
-def grid_pass_vjp_tangent(consts, xs, vs, gy) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Derivatives of the VJP in the direction ``vs`` of the inputs ``xs``: (J v [E, K], H v) with J the Jacobian of
-    ȳ and H the Hessian of Σ gy ⊙ ȳ (H v: one tensor per input, the cv part summed over the edges). These are the
-    VJP's own gradients for the cotangents vs: with respect to gy and to xs."""
-    jv = torch.empty_like(xs[0])
+def gate_vjp_tangent(consts, xs, vs, gy) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Derivatives of the VJP in the direction ``vs`` of the inputs ``xs``: (J v [E], H v) with J the Jacobian of
+    α and H the Hessian of Σ gα ⊙ α (H v: one tensor per input, the cw part summed over the edges). These are the
+    VJP's own gradients for the cotangents vs: with respect to gα and to xs."""
+    jv = torch.empty(xs[0].shape[0], dtype=xs[0].dtype)
     hv = [torch.empty_like(x) for x in xs]
-    _call("grid_pass_vjp_tangent", consts, xs, vs, gy, jv, hv)
+    _call("gate_vjp_tangent", consts, xs, vs, gy, jv, hv)
     return jv, hv

@@ -1,9 +1,11 @@
-// The folded MARA gate's per-grid-point pass (kernels._grid_pass, one head), its vector-Jacobian product (VJP), and
-// the derivatives of that VJP (force training's double backward). No torch headers: built at first use by
-// mara_bench.nn.native and called through ctypes on contiguous CPU tensors. kernels._grid_pass is the readable
-// reference; tests/nn/test_native.py holds this file to it.
+// The folded MARA gate from its per-edge scalars on (kernels.folded_gates with one head): the distances ρ_k from the
+// edge vector (MARA.distances), the forms (kernels._assemble_forms), the per-grid-point pass (kernels._grid_pass) and
+// the readout α = σ(Σ_k w_k ȳ_k + c0); its vector-Jacobian product (VJP); and the derivatives of that VJP (force
+// training's double backward). No torch headers: built at first use by mara_bench.nn.native and called through
+// ctypes on contiguous CPU tensors. The torch functions named are the readable reference; tests/nn/test_native.py
+// holds this file to them.
 //
-// Per edge (K grid directions u_k, log quadrature weights lw_k, hidden width c):
+// Per edge (K grid directions u_k, log quadrature weights lw_k, hidden width c), after the forms:
 //   var_k = cu·φ_k + ρ_k (cr·[1, u_k] + ρ_k GV11)   (cu, cr: entries of GV as in kernels._grid_pass)
 //   s_k = (var_k / c + eps_t)^-1/2,  X_k = s_k [1, ρ_k, u_k]          (5 numbers)
 //   L_k = BT X_k + b,  S_kj = L_k·X_j + lw_j,  P = softmax_j S,  Y_k = Σ_j P_kj X_j,  Ŷ_k = [Y_k, 1]
@@ -16,9 +18,9 @@
 // no fast-math, so every lane rounds like scalar code). A last, partial block repeats its last edge in idle lanes.
 //
 // Second derivatives: the VJP code is a template over its number type. Run on dual numbers (value, tangent) with the
-// inputs' tangents set to the cotangents v of the VJP's outputs, the tangent of ȳ is J v (the derivative with
-// respect to the VJP's input gy) and the tangent of the VJP is H v (with respect to the pass's inputs), H the Hessian
-// of Σ gy·ȳ: forward-mode differentiation of the reverse pass.
+// inputs' tangents set to the cotangents v of the VJP's outputs, the tangent of α is J v (the derivative with
+// respect to the VJP's input gα) and the tangent of the VJP is H v (with respect to the gate's inputs), H the Hessian
+// of Σ gα·α: forward-mode differentiation of the reverse pass.
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -56,6 +58,7 @@ template <class V> inline Dual<V> operator*(Dual<V> a, Dual<V> b) { return {a.v 
 template <class V, class B> inline Dual<V> operator+(Dual<V> a, B b) { return {a.v + b, a.d}; }
 template <class V, class B> inline Dual<V> operator+(B a, Dual<V> b) { return {a + b.v, b.d}; }
 template <class V, class B> inline Dual<V> operator-(Dual<V> a, B b) { return {a.v - b, a.d}; }
+template <class V, class B> inline Dual<V> operator-(B a, Dual<V> b) { return {a - b.v, -b.d}; }
 template <class V, class B> inline Dual<V> operator*(Dual<V> a, B b) { return {a.v * b, a.d * b}; }
 template <class V, class B> inline Dual<V> operator*(B a, Dual<V> b) { return {a * b.v, a * b.d}; }
 template <class V, class B> inline Dual<V> operator/(Dual<V> a, B b) { return {a.v / b, a.d / b}; }
@@ -84,6 +87,20 @@ template <class V> inline Dual<V> rsqrt_(Dual<V> x) {
   const V r = rsqrt_(x.v);
   return {r, -0.5 * r * r * r * x.d};
 }
+template <class V> inline V sqrt_(V x) {
+  V r = x;
+  _Pragma("omp simd") for (int l = 0; l < (int)(sizeof(V) / sizeof(x[0])); l++) r[l] = std::sqrt(x[l]);
+  return r;
+}
+template <class V> inline Dual<V> sqrt_(Dual<V> x) {
+  const V r = sqrt_(x.v);
+  return {r, 0.5 * x.d / r};
+}
+// max(x, e), and 1 where x ≥ e else 0 (the clamp's derivative), lane by lane
+template <class V, class T> inline V clamp_min(V x, T e) { return x < e ? V{} + e : x; }
+template <class V, class T> inline Dual<V> clamp_min(Dual<V> x, T e) { return {x.v < e ? V{} + e : x.v, x.v < e ? V{} : x.d}; }
+template <class V, class T> inline V unclamped(V x, T e) { return x < e ? V{} : V{} + 1; }
+template <class V, class T> inline Dual<V> unclamped(Dual<V> x, T e) { return {unclamped(x.v, e), V{}}; }
 template <class V> inline V recip(V a) { return 1 / a; }
 template <class V> inline Dual<V> recip(Dual<V> a) {
   const V r = 1 / a.v;
@@ -107,32 +124,38 @@ template <class S, class T> struct Pass {
   typedef typename Lanes<T>::type V;
   int K;
   const T *u, *lw;  // u coordinate-major [3, K]
-  T c, eps_t, eps_a, eps_o, scale;
+  T c, eps_t, eps_a, eps_o, scale, rho_eps;
   S *buf;
   // per-lane inputs, lane-major [n][NL]
-  S *rho, *z, *cv, *GV, *BT, *b, *Ga, *Go, *g;  // ρ, z and cv given; the forms GV .. g assembled from z and cv
+  // given: d (3), z (NZ), cw (NC + K + 1: cv, the readout weights w_k, c0); ρ and the forms GV .. g computed
+  S *d, *z, *cw, *cv, *rho, *GV, *BT, *b, *Ga, *Go, *g;
+  S *r, *dh, *sq, *mask, *alpha, *galpha;  // |d|, d/|d|, sqrt(max(|u_k + d̂|², eps)), 1 where unclamped, α, ∂/∂α
   // forward intermediates
   S *X, *L, *P, *Y, *WY, *s, *sa, *so, *qo, *ybar;
   // gradients
-  S *gy, *dX, *dL, *dY, *dWY, *dS, *drho, *dGV, *dBT, *db, *dGa, *dGo, *dg, *dz, *dcv;
+  S *gy, *dX, *dL, *dY, *dWY, *dS, *drho, *dGV, *dBT, *db, *dGa, *dGo, *dg, *dd, *dz, *dcw, *dcv;
 
   size_t A3(int a, int k) const { return (size_t)a * K + k; }
   static size_t A2(int i) { return (size_t)i; }
   size_t PK(int k, int j) const { return (size_t)k * K + j; }
 
   bool alloc() {
-    const size_t n = ((size_t)K * (1 + R + R + M + NW + 5) + 147 + NZ + NC + (size_t)K * K +
-                                   (size_t)K * (2 + R + R + M + NW + 1) + 147 + NZ + NC);
+    const size_t ncw = NC + K + 1;
+    const size_t n = ((size_t)K * (1 + R + R + M + NW + 5) + 147 + 3 + NZ + ncw + (size_t)K * K + 6 + 2 * (size_t)K +
+                      (size_t)K * (2 + R + R + M + NW + 1) + 147 + 3 + NZ + ncw);
     buf = (S *)aligned_alloc(64, ((n * sizeof(S) + 63) / 64) * 64);
     if (!buf) return false;
     S *q = buf;
     auto take = [&](S *&field, size_t count) { field = q, q += count; };
-    take(rho, K), take(z, NZ), take(cv, NC), take(GV, 25), take(BT, 25), take(b, 5), take(Ga, 36), take(Go, 49), take(g, 7);
+    take(d, 3), take(z, NZ), take(cw, ncw), take(rho, K), take(GV, 25), take(BT, 25), take(b, 5), take(Ga, 36), take(Go, 49), take(g, 7);
     take(X, R * K), take(L, R * K), take(Y, M * K), take(WY, NW * K);
     take(s, K), take(sa, K), take(so, K), take(qo, K), take(ybar, K);
     take(P, (size_t)K * K);
+    take(r, 1), take(dh, 3), take(sq, K), take(mask, K), take(alpha, 1), take(galpha, 1);
+    cv = cw;
     take(gy, K), take(dX, R * K), take(dL, R * K), take(dY, M * K), take(dWY, NW * K), take(dS, K);
-    take(drho, K), take(dGV, 25), take(dBT, 25), take(db, 5), take(dGa, 36), take(dGo, 49), take(dg, 7), take(dz, NZ), take(dcv, NC);
+    take(drho, K), take(dGV, 25), take(dBT, 25), take(db, 5), take(dGa, 36), take(dGo, 49), take(dg, 7), take(dd, 3), take(dz, NZ), take(dcw, ncw);
+    dcv = dcw;
     return true;
   }
 
@@ -238,7 +261,32 @@ template <class S, class T> struct Pass {
     return g + A2(1 + i);
   }
 
+  // ρ_k = |d| sqrt(max(|u_k + d̂|², eps)) (MARA.distances), then assemble() and the pass, then α = σ(Σ_k w_k ȳ_k + c0)
   void forward() {
+    {
+      const S rr = sqrt_(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]), inv = recip(rr);
+      put(r[0], rr);
+      for (int a = 0; a < 3; a++) put(dh[a], d[a] * inv);
+      for (int k = 0; k < K; k++) {
+        S sk = zero<S>();
+        for (int a = 0; a < 3; a++) {
+          const S t = dh[a] + u[a * K + k];
+          sk += t * t;
+        }
+        put(mask[k], unclamped(sk, rho_eps));
+        const S q = sqrt_(clamp_min(sk, rho_eps));
+        put(sq[k], q);
+        put(rho[k], rr * q);
+      }
+    }
+    assemble();
+    pass_forward();
+    S t = cw[NC + K];
+    for (int k = 0; k < K; k++) t += cw[NC + k] * ybar[k];
+    put(alpha[0], recip(T(1) + exp_(-t)));
+  }
+
+  void pass_forward() {
     // token variance, with cu, cr the entries of GV as in kernels._grid_pass (cu: GV00, 2 GV0a, GVab; cr: 2 GV10,
     // 2 GV1a; a, b over the u rows 2-4)
     const S *gv[25];
@@ -350,7 +398,27 @@ template <class S, class T> struct Pass {
     }
   }
 
-  void vjp() {  // gradients of Σ gy·ȳ into drho .. dg (forward() first)
+  // gradients of Σ gα·α into dd, dz, dcw (forward() first)
+  void vjp() {
+    const S a = alpha[0], dt = galpha[0] * a * (T(1) - a);
+    for (int k = 0; k < K; k++) {
+      put(gy[k], dt * cw[NC + k]);
+      put(dcw[NC + k], dt * ybar[k]);
+    }
+    put(dcw[NC + K], dt);
+    pass_vjp();
+    disassemble();
+    S dr = zero<S>(), ddh[3] = {zero<S>(), zero<S>(), zero<S>()};
+    for (int k = 0; k < K; k++) {
+      dr += drho[k] * sq[k];
+      const S ds = drho[k] * r[0] * T(0.5) * recip(sq[k]) * mask[k];
+      for (int a = 0; a < 3; a++) ddh[a] += T(2) * ds * (dh[a] + u[a * K + k]);
+    }
+    const S dot = ddh[0] * dh[0] + ddh[1] * dh[1] + ddh[2] * dh[2], inv = recip(r[0]);
+    for (int a = 0; a < 3; a++) put(dd[a], dr * dh[a] + (ddh[a] - dh[a] * dot) * inv);
+  }
+
+  void pass_vjp() {  // gradients of Σ gy·ȳ into drho .. dg
     const T h = T(-0.5) / c;
     for (int i = 0; i < 49; i++) dGo[i] = zero<S>();
     put(dg[0], zero<S>());
@@ -507,36 +575,36 @@ template <class S, class T> struct Pass {
 
 // x: the 7 inputs [E, n_i]; xt: their tangents (or null); gy [E, K] (or null: forward only);
 // y, yt: ȳ and its tangent (either may be null); dx, dxt: the VJP and its tangent (null: not wanted)
-// x = (ρ [E, K], z [E, 37], cv [98]); xt: their tangents (or null); gy [E, K] (or null: forward only);
-// y, yt: ȳ and its tangent (either may be null); dx, dxt: the VJP and its tangent, ∂/∂cv summed over the edges
+// x = (d [E, 3], z [E, 37], cw [98 + K + 1]); xt: their tangents (or null); gy: ∂/∂α [E] (or null: forward only);
+// y, yt: α [E] and its tangent (either may be null); dx, dxt: the VJP and its tangent, ∂/∂cw summed over the edges
 template <class S, class T>
 int run(long E, int K, const T *u, const T *lw, double c, double eps_t, double eps_a, double eps_o, double scale,
-        const T *const *x, const T *const *xt, const T *gy, T *y, T *yt, T *const *dx, T *const *dxt) {
-  Pass<S, T> p{K, u, lw, (T)c, (T)eps_t, (T)eps_a, (T)eps_o, (T)scale};
+        double rho_eps, const T *const *x, const T *const *xt, const T *gy, T *y, T *yt, T *const *dx,
+        T *const *dxt) {
+  Pass<S, T> p{K, u, lw, (T)c, (T)eps_t, (T)eps_a, (T)eps_o, (T)scale, (T)rho_eps};
   if (!p.alloc()) return -1;
   constexpr int NL = Lanes<T>::n;
-  for (int i = 0; i < NC; i++) {  // the constants, in every lane
+  const int ncw = NC + K + 1;
+  for (int i = 0; i < ncw; i++) {  // the constants, in every lane
     if (dx) dx[2][i] = 0;
     if (dxt) dxt[2][i] = 0;
-    for (int l = 0; l < NL; l++) set_lane(p.cv[i], l, x[2][i], xt ? xt[2][i] : T(0));
+    for (int l = 0; l < NL; l++) set_lane(p.cw[i], l, x[2][i], xt ? xt[2][i] : T(0));
   }
   for (long e0 = 0; e0 < E; e0 += NL) {
     const int nl = E - e0 < NL ? (int)(E - e0) : NL;
-    Pass<S, T>::gather(x[0], xt ? xt[0] : nullptr, e0, nl, K, p.rho);
+    Pass<S, T>::gather(x[0], xt ? xt[0] : nullptr, e0, nl, 3, p.d);
     Pass<S, T>::gather(x[1], xt ? xt[1] : nullptr, e0, nl, NZ, p.z);
-    p.assemble();
     p.forward();
-    if (y || yt) Pass<S, T>::scatter(p.ybar, e0, nl, K, y, yt);
+    if (y || yt) Pass<S, T>::scatter(p.alpha, e0, nl, 1, y, yt);
     if (!gy) continue;
-    Pass<S, T>::gather(gy, nullptr, e0, nl, K, p.gy);
+    Pass<S, T>::gather(gy, nullptr, e0, nl, 1, p.galpha);
     p.vjp();
-    p.disassemble();
-    Pass<S, T>::scatter(p.drho, e0, nl, K, dx ? dx[0] : nullptr, dxt ? dxt[0] : nullptr);
+    Pass<S, T>::scatter(p.dd, e0, nl, 3, dx ? dx[0] : nullptr, dxt ? dxt[0] : nullptr);
     Pass<S, T>::scatter(p.dz, e0, nl, NZ, dx ? dx[1] : nullptr, dxt ? dxt[1] : nullptr);
-    for (int i = 0; i < NC; i++)  // the real lanes only
+    for (int i = 0; i < ncw; i++)  // the real lanes only
       for (int l = 0; l < nl; l++) {
-        if (dx) dx[2][i] += lane_val(p.dcv[i], l);
-        if (dxt) dxt[2][i] += lane_tan(p.dcv[i], l);
+        if (dx) dx[2][i] += lane_val(p.dcw[i], l);
+        if (dxt) dxt[2][i] += lane_tan(p.dcw[i], l);
       }
   }
   free(p.buf);
@@ -546,20 +614,22 @@ int run(long E, int K, const T *u, const T *lw, double c, double eps_t, double e
 }  // namespace
 
 #define ENTRY(T, SUFFIX)                                                                                          \
-  extern "C" int grid_pass_forward_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t,     \
-                                            double eps_a, double eps_o, double scale, const T *const *x, T *y) {             \
-    return run<Lanes<T>::type, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, scale, x, nullptr, nullptr, y, nullptr, nullptr, nullptr);  \
+  extern "C" int gate_forward_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t,     \
+                                            double eps_a, double eps_o, double scale, double rho_eps, const T *const *x, T *y) {             \
+    return run<Lanes<T>::type, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, scale, rho_eps, x, nullptr, nullptr, y, nullptr, nullptr, nullptr);  \
   }                                                                                                             \
-  extern "C" int grid_pass_vjp_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t,         \
-                                        double eps_a, double eps_o, double scale, const T *const *x, const T *gy, \
+  extern "C" int gate_vjp_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t,         \
+                                        double eps_a, double eps_o, double scale, double rho_eps,               \
+                                        const T *const *x, const T *gy, \
                                         T *const *dx) {                                                         \
-    return run<Lanes<T>::type, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, scale, x, nullptr, gy, nullptr, nullptr, dx, nullptr);      \
+    return run<Lanes<T>::type, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, scale, rho_eps, x, nullptr, gy, nullptr, nullptr, dx, nullptr);      \
   }                                                                                                             \
-  extern "C" int grid_pass_vjp_tangent_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t, \
-                                                double eps_a, double eps_o, double scale, const T *const *x,            \
+  extern "C" int gate_vjp_tangent_##SUFFIX(long E, int K, const T *u, const T *lw, double c, double eps_t, \
+                                                double eps_a, double eps_o, double scale, double rho_eps,       \
+                                                const T *const *x,            \
                                                 const T *const *v, \
                                                 const T *gy, T *jv, T *const *hv) {                            \
-    return run<Dual<Lanes<T>::type>, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, scale, x, v, gy, nullptr, jv, nullptr, hv);           \
+    return run<Dual<Lanes<T>::type>, T>(E, K, u, lw, c, eps_t, eps_a, eps_o, scale, rho_eps, x, v, gy, nullptr, jv, nullptr, hv);           \
   }
 
 ENTRY(float, f32)
