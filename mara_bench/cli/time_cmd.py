@@ -42,7 +42,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mara-heads", type=int, default=1, help="MARA heads (default 1)")
     p.add_argument("--mara-impl", default="folded",
                    help="comma-separated implementations of the paper gate, each timed as its own model in the same "
-                        "interleaved repeats: folded (default; its grid pass runs in the native kernel), "
+                        "interleaved repeats: folded (default; on the CPU mostly a native C++ kernel), "
                         "folded-torch (the same in torch ops only), fused, matmul, reference (torch-harmonics "
                         "AttentionS2 on [E, C, H, W], release-style); e.g. --mara-impl folded,reference adds an "
                         "'x ref' column")

@@ -257,7 +257,9 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor, native_pass: bool = True) 
 
     Two steps: the per-edge matrices (Grams, attention form; :func:`_edge_forms_one_head` from per-edge scalars
     for one head, :func:`_edge_forms_bases` from explicit C-vectors for any number of heads), then the per-grid-point
-    pass :func:`_grid_pass` on coefficient-major tensors ([E, r, K])."""
+    pass :func:`_grid_pass` on coefficient-major tensors ([E, r, K]). With one head on the CPU (``native_pass``, and
+    :func:`mara_bench.nn.native.usable`), everything after the per-edge scalars runs in the native kernel
+    (:class:`_NativeGate`); ``native_pass=False`` is ``--mara-impl folded-torch``."""
     u, log_w = M.distinct_u, M.distinct_log_w  # [K', 3], [K']: the W copies of each pole merged (K' = (H-2)W + 2)
     h = M.w_h(m)  # [E, C]
     consts = (u, log_w, float(M.hidden), M.norm_tokens.eps, M.norm_attn.eps, M.norm_out.eps)

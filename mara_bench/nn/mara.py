@@ -50,8 +50,9 @@ from .s2grid import distinct_directions, grid_points, grid_weights
 
 VARIANTS = ("scale", "control", "paper")  # the gated rungs of the ablation ladder (config.MARA_VARIANTS)
 # how ``paper`` computes its gate (MARA.set_impl): "folded" (default, kernels.folded_gates: no [E, K, C] token
-# tensor; on the CPU its per-grid-point pass runs in the native kernel, nn/native.py), "folded-torch"
-# (the same in torch ops only, the native kernel's readable reference), "fused" / "matmul" / "sdpa" (the readable token path tokens -> attend -> gate_readout with that attention),
+# tensor; on the CPU all after the per-edge scalars runs in the native kernel, nn/native.py), "folded-torch" (the
+# same in torch ops only, the kernel's readable reference), "fused" / "matmul" / "sdpa" (the readable token path
+# tokens -> attend -> gate_readout with that attention),
 # "reference" (ReferenceMARA's computation: tokens [E, C, H, W] through torch-harmonics AttentionS2, release-style)
 IMPLS = ("folded", "folded-torch", "fused", "matmul", "sdpa", "reference")
 RHO_EPS = 1e-12  # clamp of |u + d̂|² inside the sqrt of ρ (an angle of 1e-6 rad around the antipode)
