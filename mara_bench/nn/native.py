@@ -127,7 +127,8 @@ def library() -> ctypes.CDLL | None:
                 _lib = lib
             except Exception as e:  # noqa: BLE001 - any failure means: run the torch path, and say so once
                 warnings.warn(f"MARA's native gate kernel is unavailable ({e}); the gate runs in torch ops "
-                              "(slower, same values). Set MARA_BENCH_NATIVE=0 to silence this.", stacklevel=2)
+                              "(same values, slower). Install a C++ compiler (g++ or clang++) to build it, or set "
+                              "MARA_BENCH_NATIVE=0 to silence this.", stacklevel=2)
             _tried = True
     return _lib
 
