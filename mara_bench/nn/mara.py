@@ -46,7 +46,7 @@ from torch import nn
 
 from ..errors import UserError, unknown
 from .kernels import folded_gates, gated_messages
-from .s2grid import distinct_directions, grid_points, grid_weights
+from .s2grid import RHO_EPS, distinct_directions, grid_points, grid_weights
 
 VARIANTS = ("scale", "control", "paper")  # the gated rungs of the ablation ladder (config.MARA_VARIANTS)
 # how ``paper`` computes its gate (MARA.set_impl): "folded" (default, kernels.folded_gates: no [E, K, C] token
@@ -55,7 +55,6 @@ VARIANTS = ("scale", "control", "paper")  # the gated rungs of the ablation ladd
 # tokens -> attend -> gate_readout with that attention),
 # "reference" (ReferenceMARA's computation: tokens [E, C, H, W] through torch-harmonics AttentionS2, release-style)
 IMPLS = ("folded", "folded-torch", "fused", "matmul", "sdpa", "reference")
-RHO_EPS = 1e-12  # clamp of |u + d̂|² inside the sqrt of ρ (an angle of 1e-6 rad around the antipode)
 
 
 def paper_param_count(message_dim: int, hidden: int = 32, grid: tuple[int, int] = (4, 8)) -> int:

@@ -21,6 +21,8 @@ import torch
 
 __all__ = ["clenshaw_curtis", "colatitudes", "longitudes", "grid_points", "grid_weights", "distinct_directions", "S2Grid"]
 
+RHO_EPS = 1e-12  # clamp of |u + d̂|² inside the sqrt of ρ (an angle of 1e-6 rad around the antipode)
+
 
 @lru_cache(maxsize=64)
 def clenshaw_curtis(n: int) -> tuple[np.ndarray, np.ndarray]:
