@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError, unknown
-from .kernels import folded_gates, gated_messages
+from .functions import gated_messages
+from .kernels import folded_gates
 from .s2grid import RHO_EPS, distinct_directions, grid_points, grid_weights
 
 VARIANTS = ("scale", "control", "paper")  # the gated rungs of the ablation ladder (config.MARA_VARIANTS)

@@ -116,61 +116,6 @@ def test_folded_gradgradcheck(heads):
     assert torch.autograd.gradgradcheck(f, (m, d), eps=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("block_bytes", [None, 1])  # one block, and blocks of 8 rows (the smallest)
-def test_attention_core_has_exact_first_and_second_derivatives(monkeypatch, block_bytes):
-    """kernels.attention (blockwise, hand-derived double backward) against autograd through plain torch ops."""
-    from mara_bench.nn import kernels
-
-    if block_bytes is not None:
-        monkeypatch.setattr(kernels, "CORE_BLOCK_BYTES", block_bytes)
-    g = torch.Generator().manual_seed(0)
-    N, a, r, K = 19, 4, 3, 6
-    L, Xw = (torch.randn(N, a, K, dtype=F64, generator=g, requires_grad=True) for _ in range(2))
-    X = torch.randn(N, r, K, dtype=F64, generator=g, requires_grad=True)
-
-    def plain(L, Xw, X):
-        return X @ torch.softmax(L.transpose(1, 2) @ Xw, -1).transpose(1, 2)
-
-    assert _max_rel(kernels.attention(L, Xw, X), plain(L, Xw, X)) <= 1e-14
-    assert torch.autograd.gradcheck(kernels.attention, (L, Xw, X))
-    assert torch.autograd.gradgradcheck(kernels.attention, (L, Xw, X))
-    # only some outputs of the backward used (None cotangents), and only some inputs needing grad
-    y = kernels.attention(L, Xw.detach(), X)
-    (gx,) = torch.autograd.grad((y**2).sum(), X, create_graph=True)
-    gl = torch.autograd.grad((gx**3).sum(), L)[0]
-    y = plain(L, Xw.detach(), X)
-    (gx_ref,) = torch.autograd.grad((y**2).sum(), X, create_graph=True)
-    assert _max_rel(gl, torch.autograd.grad((gx_ref**3).sum(), L)[0]) <= 1e-12
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_attention_core_softmax_is_exact_when_rows_of_an_edge_differ_by_far_more_than_the_exponent_range(dtype):
-    """The core shifts each edge's scores by one maximum per edge; a row whose maximum is far below its edge's (here
-    by 300 or 3,000, beyond float32's exponent range) must still get an exact softmax (per-row fallback)."""
-    from mara_bench.nn import kernels
-
-    g = torch.Generator().manual_seed(1)
-    N, K = 5, 7
-    L = torch.randn(N, 3, K, dtype=F64, generator=g)
-    Xw = torch.cat([torch.randn(N, 2, K, dtype=F64, generator=g), torch.ones(N, 1, K, dtype=F64)], 1)
-    X = torch.randn(N, 4, K, dtype=F64, generator=g)
-    L[1, 2, 3] = -300.0  # row 3 of edge 1: every score lowered by 300 (the ones row of Xw meets it)
-    L[3, 2, :2] = 3000.0  # rows 0-1 of edge 3 far above the others
-
-    def plain(L, Xw, X):
-        return X @ torch.softmax(L.transpose(1, 2) @ Xw, -1).transpose(1, 2)
-
-    exact = plain(L, Xw, X)
-    y = kernels.attention(*(t.to(dtype) for t in (L, Xw, X)))
-    assert torch.isfinite(y).all()
-    # float32: scores of size 3,000 carry rounding of ~1e-4 in the exponent; as accurate as torch.softmax's path
-    tol = 1e-13 if dtype == F64 else 3 * _max_rel(plain(*(t.to(dtype) for t in (L, Xw, X))).double(), exact)
-    assert _max_rel(y.double(), exact) <= tol
-    # the cheap per-edge shift alone would have lost those rows: the check is not vacuous
-    S = (L.transpose(1, 2) @ Xw * kernels.LOG2E).to(dtype)
-    assert not kernels._softmax2_edges_(S)
-
-
 def test_folded_path_never_builds_a_token_tensor():
     """No tensor of the folded forward, backward or double backward has both a grid axis (K points or K' distinct
     directions) and a C (channel) axis."""
@@ -235,27 +180,3 @@ def test_folded_float32_is_as_accurate_as_the_float32_reference(scale, offset):
     err_folded = float((M32.gates(m.float(), d.float()).double() - exact).abs().max())
     err_ref32 = float((ReferenceMARA(M32)(m.float(), d.float()).double() - exact).abs().max())
     assert err_folded <= max(3 * err_ref32, 1e-6), (err_folded, err_ref32)
-
-
-@pytest.mark.parametrize("D", [7, 1100])  # row dot products as a sum (narrow rows) and as a batched product (wide)
-def test_gated_messages_first_and_second_derivatives_equal_autograd(D):
-    """kernels.gated_messages (MARA's m + α·m with a hand-written double backward) against m * (1 + α)."""
-    from mara_bench.nn.kernels import gated_messages
-
-    g = torch.Generator().manual_seed(3)
-    m = torch.randn(5, D, dtype=F64, generator=g, requires_grad=True)
-    a = torch.rand(5, 1, dtype=F64, generator=g, requires_grad=True)
-    if D < 100:
-        assert torch.autograd.gradcheck(gated_messages, (m, a))
-        assert torch.autograd.gradgradcheck(gated_messages, (m, a))
-    w = torch.randn(5, D, dtype=F64, generator=g)
-    results = []
-    for fn in (gated_messages, lambda m, a: m * (1.0 + a)):
-        out = fn(m, a)
-        gm, ga = torch.autograd.grad((out * w).square().sum(), (m, a), create_graph=True)
-        second = torch.autograd.grad((gm**2).sum() + (ga**3).sum(), (m, a), retain_graph=True)
-        only_a = torch.autograd.grad(ga.sum(), (m, a), retain_graph=True)  # the ∂/∂m cotangent is None here
-        only_m = torch.autograd.grad((gm * w).sum(), (m, a))  # and here the ∂/∂α one
-        results.append((out, gm, ga, *second, *only_a, *only_m))
-    for x, y in zip(*results, strict=True):
-        assert _max_rel(x, y) <= 1e-13
