@@ -43,7 +43,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from . import native
 from .functions import attention
@@ -65,7 +64,7 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor, native_pass: bool = True) 
     for one head, :func:`_edge_forms_bases` from explicit C-vectors for any number of heads), then the per-grid-point
     pass :func:`_grid_pass` on coefficient-major tensors ([E, r, K]). With one head on the CPU (``native_pass``, and
     :func:`mara_bench.nn.native.usable`), everything after the per-edge scalars runs in the native kernel
-    (:class:`_NativeGate`); ``native_pass=False`` is ``--mara-impl folded-torch``."""
+    (:class:`~mara_bench.nn.native._NativeGate`); ``native_pass=False`` is ``--mara-impl folded-torch``."""
     u, log_w = M.distinct_u, M.distinct_log_w  # [K', 3], [K']: the W copies of each pole merged (K' = (H-2)W + 2)
     h = M.w_h(m)  # [E, C]
     consts = (u, log_w, float(M.hidden), M.norm_tokens.eps, M.norm_attn.eps, M.norm_out.eps)
@@ -77,57 +76,12 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor, native_pass: bool = True) 
 
             cw = torch.cat([cv, w.reshape(-1), (M.norm_out.bias.mean() * w.sum() + M.readout.bias).reshape(1)])
             # contiguous before the Function, so that what it saves is on the graph (the double backward uses it)
-            return _NativeGate.apply((*consts, scale, RHO_EPS), d.contiguous(), z.contiguous(), cw).unsqueeze(1)
+            return native._NativeGate.apply((*consts, scale, RHO_EPS), d.contiguous(), z.contiguous(), cw).unsqueeze(1)
         forms = _assemble_forms(z, cv, scale)
     else:
         forms = _edge_forms_bases(M, h)
     ybar = _grid_pass(consts, M.heads, M.distances(d, u), *forms)  # [E, K']: ȳ at each distinct direction
     return torch.sigmoid(F.linear(ybar + M.norm_out.bias.mean(), w, M.readout.bias))
-
-
-class _NativeGate(torch.autograd.Function):
-    """The folded gate α [E] from (d, z, cw) by the native kernel (``nn/csrc/folded_gate.cpp``): ``MARA.distances``,
-    :func:`_assemble_forms`, :func:`_grid_pass` and the readout, per edge. Its backward is the kernel's
-    vector-Jacobian product (:class:`_NativeGateVJP` when a second derivative may follow, i.e. under
-    ``create_graph``)."""
-
-    @staticmethod
-    def forward(ctx, consts, *xs):  # xs contiguous (made so before apply, so that the saved tensors are on the graph)
-        ctx.consts = _native_consts(consts, xs[0])
-        ctx.save_for_backward(*xs)
-        return native.gate_forward(ctx.consts, *xs)
-
-    @staticmethod
-    def backward(ctx, ga):
-        xs = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            return (None, *_NativeGateVJP.apply(ctx.consts, ga.contiguous(), *xs))
-        return (None, *native.gate_vjp(ctx.consts, *xs, ga.contiguous()))
-
-
-class _NativeGateVJP(torch.autograd.Function):
-    """(gα, inputs) -> the kernel's VJP; its backward (force training's double backward) is the kernel's derivative
-    of the VJP in the direction of the cotangents: J v for gα, H v for the inputs (H the Hessian of Σ gα·α)."""
-
-    @staticmethod
-    def forward(ctx, consts, ga, *xs):
-        ctx.consts = consts
-        ctx.save_for_backward(ga, *xs)
-        return native.gate_vjp(consts, *xs, ga)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, *cots):
-        ga, *xs = ctx.saved_tensors
-        vs = [torch.zeros_like(x) if v is None else v.contiguous() for x, v in zip(xs, cots, strict=True)]
-        jv, hv = native.gate_vjp_tangent(ctx.consts, xs, vs, ga)
-        return (None, jv, *hv)
-
-
-def _native_consts(consts, like):
-    """(u [3, K], log ω, C, eps_t, eps_a, eps_o, scale, RHO_EPS) in ``like``'s dtype, contiguous, for the kernel."""
-    u, log_w, *numbers = consts  # u coordinate-major [3, K] for the kernel
-    return (u.to(like.dtype).t().contiguous(), log_w.to(like.dtype).contiguous(), *numbers)
 
 
 def _grid_pass(consts, nh, rho, GV, BT, b, Ga, Go, g):

@@ -32,6 +32,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch.autograd.function import once_differentiable
 
 SOURCE = Path(__file__).with_name("csrc") / "folded_gate.cpp"
 SOURCES = (SOURCE,)
@@ -191,3 +192,49 @@ def gate_vjp_tangent(consts, xs, vs, gy) -> tuple[torch.Tensor, list[torch.Tenso
     hv = [torch.empty_like(x) for x in xs]
     _call("gate_vjp_tangent", consts, xs, vs, gy, jv, hv)
     return jv, hv
+
+
+# ------------------------------------------------------------------------------------------------ autograd
+class _NativeGate(torch.autograd.Function):
+    """The folded gate α [E] from (d, z, cw) by the native kernel (``nn/csrc/folded_gate.cpp``): ``MARA.distances``,
+    :func:`_assemble_forms`, :func:`_grid_pass` and the readout, per edge. Its backward is the kernel's
+    vector-Jacobian product (:class:`_NativeGateVJP` when a second derivative may follow, i.e. under
+    ``create_graph``)."""
+
+    @staticmethod
+    def forward(ctx, consts, *xs):  # xs contiguous (made so before apply, so that the saved tensors are on the graph)
+        ctx.consts = _native_consts(consts, xs[0])
+        ctx.save_for_backward(*xs)
+        return gate_forward(ctx.consts, *xs)
+
+    @staticmethod
+    def backward(ctx, ga):
+        xs = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return (None, *_NativeGateVJP.apply(ctx.consts, ga.contiguous(), *xs))
+        return (None, *gate_vjp(ctx.consts, *xs, ga.contiguous()))
+
+
+class _NativeGateVJP(torch.autograd.Function):
+    """(gα, inputs) -> the kernel's VJP; its backward (force training's double backward) is the kernel's derivative
+    of the VJP in the direction of the cotangents: J v for gα, H v for the inputs (H the Hessian of Σ gα·α)."""
+
+    @staticmethod
+    def forward(ctx, consts, ga, *xs):
+        ctx.consts = consts
+        ctx.save_for_backward(ga, *xs)
+        return gate_vjp(consts, *xs, ga)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *cots):
+        ga, *xs = ctx.saved_tensors
+        vs = [torch.zeros_like(x) if v is None else v.contiguous() for x, v in zip(xs, cots, strict=True)]
+        jv, hv = gate_vjp_tangent(ctx.consts, xs, vs, ga)
+        return (None, jv, *hv)
+
+
+def _native_consts(consts, like):
+    """(u [3, K], log ω, C, eps_t, eps_a, eps_o, scale, RHO_EPS) in ``like``'s dtype, contiguous, for the kernel."""
+    u, log_w, *numbers = consts  # u coordinate-major [3, K] for the kernel
+    return (u.to(like.dtype).t().contiguous(), log_w.to(like.dtype).contiguous(), *numbers)

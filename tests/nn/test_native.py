@@ -52,7 +52,7 @@ def test_forward_vjp_and_its_derivatives_equal_the_torch_gate(lib, dtype, tol, g
     M = mara("paper", D=12, hidden=16, grid=grid, dtype=dtype, seed=1)
     randomize_(M, seed=2, scale=1.0)
     consts, scale, xs = _inputs(M, E, dtype, seed=3)
-    nc = kernels._native_consts((*consts, scale, RHO_EPS), xs[0])
+    nc = native._native_consts((*consts, scale, RHO_EPS), xs[0])
     xr = [x.clone().requires_grad_(True) for x in xs]
     K = M.distinct_u.shape[0]
 
