@@ -44,13 +44,11 @@ AFFORDABLE = 3.0  # auto: add the equal-compute runs when they cost at most this
 
 def flops_per_epoch(cfg) -> int:
     """Training FLOPs of one epoch of ``cfg`` (its model built as the run would build it; nothing is written)."""
-
+    from ..config import torch_dtype
     from ..run.cost import epoch_flops, train_step_flops
     from ..run.pipeline import build_model, prepare
 
     p = prepare(cfg)
-    from ..config import torch_dtype
-
     dtype = torch_dtype(cfg.dtype)
     model = build_model(p, dtype)
     step = train_step_flops(model, p.train_graphs, int(p.train_opts["batch_size"]), dtype, p.device,

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from . import native
 from .functions import attention
+from .s2grid import RHO_EPS
 
 
 def _cen(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -64,24 +65,27 @@ def folded_gates(M, m: torch.Tensor, d: torch.Tensor, native_pass: bool = True) 
     for one head, :func:`_edge_forms_bases` from explicit C-vectors for any number of heads), then the per-grid-point
     pass :func:`_grid_pass` on coefficient-major tensors ([E, r, K]). With one head on the CPU (``native_pass``, and
     :func:`mara_bench.nn.native.usable`), everything after the per-edge scalars runs in the native kernel
-    (:class:`~mara_bench.nn.native._NativeGate`); ``native_pass=False`` is ``--mara-impl folded-torch``."""
+    (:func:`mara_bench.nn.native.gate`); ``native_pass=False`` is ``--mara-impl folded-torch``."""
     u, log_w = M.distinct_u, M.distinct_log_w  # [K', 3], [K']: the W copies of each pole merged (K' = (H-2)W + 2)
     h = M.w_h(m)  # [E, C]
     consts = (u, log_w, float(M.hidden), M.norm_tokens.eps, M.norm_attn.eps, M.norm_out.eps)
-    w = M.readout.weight @ M.distinct_merge  # [1, K']: the readout on the distinct directions
     if M.heads == 1:
         z, cv, scale = _edge_scalars_one_head(M, h)
         if native_pass and native.usable(d):  # ρ, the forms, the grid pass and the readout per edge in C++
-            from .mara import RHO_EPS
-
-            cw = torch.cat([cv, w.reshape(-1), (M.norm_out.bias.mean() * w.sum() + M.readout.bias).reshape(1)])
-            # contiguous before the Function, so that what it saves is on the graph (the double backward uses it)
-            return native._NativeGate.apply((*consts, scale, RHO_EPS), d.contiguous(), z.contiguous(), cw).unsqueeze(1)
+            return native.gate((*consts, scale, RHO_EPS), d, z, _gate_constants(M, cv)).unsqueeze(1)
         forms = _assemble_forms(z, cv, scale)
     else:
         forms = _edge_forms_bases(M, h)
     ybar = _grid_pass(consts, M.heads, M.distances(d, u), *forms)  # [E, K']: ȳ at each distinct direction
+    w = M.readout.weight @ M.distinct_merge  # [1, K']: the readout on the distinct directions
     return torch.sigmoid(F.linear(ybar + M.norm_out.bias.mean(), w, M.readout.bias))
+
+
+def _gate_constants(M, cv: torch.Tensor) -> torch.Tensor:
+    """cw = [cv, the readout weights on the distinct directions, c0]: the constants of the native gate, whose
+    readout σ(Σ_k w_k (ȳ_k + mean β_out) + b) is σ(Σ_k w_k ȳ_k + c0)."""
+    w = (M.readout.weight @ M.distinct_merge).reshape(-1)
+    return torch.cat([cv, w, (M.norm_out.bias.mean() * w.sum() + M.readout.bias).reshape(1)])
 
 
 def _grid_pass(consts, nh, rho, GV, BT, b, Ga, Go, g):

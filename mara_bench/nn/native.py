@@ -34,8 +34,12 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
+try:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+except ImportError:  # pragma: no cover - older or newer torch: assume no dispatch mode
+    _get_current_dispatch_mode = None
+
 SOURCE = Path(__file__).with_name("csrc") / "folded_gate.cpp"
-SOURCES = (SOURCE,)
 # no -ffast-math: -fopenmp-simd and libmvec vectorise the loops and the exponentials without changing rounding rules
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17"]
 LIBS = ["-lmvec", "-lm"]
@@ -74,7 +78,7 @@ def _compiler() -> str | None:
 
 def _build(cc: str) -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\0".join([*(f.read_text() for f in SOURCES), cc, version, " ".join(FLAGS), _cpu_key()]).encode())
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, " ".join(FLAGS), _cpu_key()]).encode())
     out_dir = _cache_dir()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,11 +140,7 @@ def library() -> ctypes.CDLL | None:
 
 def _dispatch_mode_active() -> bool:
     """A TorchDispatchMode (FlopCounterMode, the tests' op inspectors) sees torch ops only: take the torch path."""
-    try:
-        from torch.utils._python_dispatch import _get_current_dispatch_mode
-    except ImportError:  # pragma: no cover - older or newer torch: assume none
-        return False
-    return _get_current_dispatch_mode() is not None
+    return _get_current_dispatch_mode is not None and _get_current_dispatch_mode() is not None
 
 
 def usable(t: torch.Tensor) -> bool:
@@ -195,6 +195,13 @@ def gate_vjp_tangent(consts, xs, vs, gy) -> tuple[torch.Tensor, list[torch.Tenso
 
 
 # ------------------------------------------------------------------------------------------------ autograd
+def gate(consts, d: torch.Tensor, z: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
+    """α [E] by the kernel, differentiable twice: consts = (u [K, 3], log ω, C, eps_t, eps_a, eps_o, scale,
+    RHO_EPS); d [E, 3], z [E, 37], cw [98 + K + 1] (kernels._edge_scalars_one_head, kernels._gate_constants)."""
+    # contiguous before the Function, so that what it saves is on the graph (the double backward uses it)
+    return _NativeGate.apply(consts, d.contiguous(), z.contiguous(), cw.contiguous())
+
+
 class _NativeGate(torch.autograd.Function):
     """The folded gate α [E] from (d, z, cw) by the native kernel (``nn/csrc/folded_gate.cpp``): ``MARA.distances``,
     :func:`_assemble_forms`, :func:`_grid_pass` and the readout, per edge. Its backward is the kernel's

@@ -35,9 +35,7 @@ def _inputs(M, E, dtype, seed=0):
     consts = (M.distinct_u, M.distinct_log_w, float(M.hidden), M.norm_tokens.eps, M.norm_attn.eps, M.norm_out.eps)
     with torch.no_grad():
         z, cv, scale = kernels._edge_scalars_one_head(M, M.w_h(m))
-        w = (M.readout.weight @ M.distinct_merge).reshape(-1)
-        cw = torch.cat([cv, w, (M.norm_out.bias.mean() * w.sum() + M.readout.bias).reshape(1)])
-        xs = [x.contiguous() for x in (d, z, cw)]
+        xs = [x.contiguous() for x in (d, z, kernels._gate_constants(M, cv))]
     return consts, scale, xs
 
 
