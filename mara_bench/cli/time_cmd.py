@@ -133,10 +133,12 @@ def main(args: argparse.Namespace) -> int:
     import sys
     import time
 
+    from ..run import allocator
     from ..run.pipeline import apply_thread_env
 
     s = settings_from_args(args)
     apply_thread_env(s.device, args.threads)  # --threads, else $MARA_BENCH_THREADS (as run, md and sweeps do)
+    allocator.configure()  # as run and md do: large tensors from the heap ($MARA_BENCH_MALLOC)
     from ..timing.sweep import run_sweep
     from ..timing.tables import floor_summary, format_table, plot_timing, write_results
 

@@ -110,12 +110,14 @@ def md_for_run(run_dir: str | os.PathLike, s: MDSettings, progress: bool = True)
     """Run MD for the trained model of ``run_dir`` with settings ``s``; returns the md.json section."""
     import numpy as np
 
+    from ..run import allocator
     from ..run.pipeline import apply_thread_env, resolve_device
     from .calculator import MaraBenchCalculator, load_run_model
     from .dynamics import run_md
 
     s.validate()
     apply_thread_env(resolve_device(s.device), s.threads)
+    allocator.configure()
     run_dir = Path(run_dir)
     model, cfg = load_run_model(run_dir, device="cpu")
     calc = MaraBenchCalculator(model, dtype=s.dtype or cfg.dtype, device=s.device)

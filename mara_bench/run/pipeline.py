@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from . import allocator
 from . import layout as rf
 
 
@@ -238,6 +239,7 @@ def _run_config(cfg, force: bool, progress: bool, on_start, lock) -> Path:
     dtype = torch_dtype(cfg.dtype)
     torch.use_deterministic_algorithms(True, warn_only=True)
     apply_thread_env(p.device)
+    allocator.configure()  # large tensors from the heap, not fresh mmaps ($MARA_BENCH_MALLOC)
     t_start = time.perf_counter()
     model = build_model(p, dtype)  # before the folder exists: a model that cannot be built leaves nothing behind
     params = count_parameters(model)

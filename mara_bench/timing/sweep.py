@@ -309,6 +309,7 @@ def environment(device: str) -> dict[str, Any]:
     import socket
     import sys
 
+    from ..run import allocator
     from ..run.results import git_commit, package_versions
 
     env = {"git_commit": git_commit(), "packages": package_versions(), "python": sys.version.split()[0],
@@ -316,7 +317,8 @@ def environment(device: str) -> dict[str, Any]:
            "device_name": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "interop_threads": torch.get_num_interop_threads(), "cuda_version": torch.version.cuda,
            "omp_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
-                       if k in os.environ}}
+                       if k in os.environ},
+           "malloc": allocator.configure()}  # the C library's allocator settings (run.allocator)
     if str(device).startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name(torch.device(device))
     return env
