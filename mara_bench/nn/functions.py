@@ -9,6 +9,8 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 # ------------------------------------------------------------------------------------------------ attention core
 # The only tensors with K² entries per edge are the scores S = Lᵀ Xw and the softmax P. Through autograd's softmax
 # the first and second derivatives touch many [E, K, K] tensors in main memory. Here the attention core Y = X Pᵀ is
@@ -152,7 +154,9 @@ def attention(L: torch.Tensor, Xw: torch.Tensor, X: torch.Tensor) -> torch.Tenso
 # [E, D] product that ∂/∂α sums, and those of the double backward. At MACE paper size (D = 10,240, 61 MB per tensor
 # for 1,498 edges) each one is a few tens of ms of page faults and memory traffic on the CPU. These two Functions
 # make four: the product, ∂/∂m, and two in the double backward; every ∂/∂α is a row-wise dot product without an
-# [E, D] temporary.
+# [E, D] temporary. On the CPU (up to two threads), each backward is one streaming pass over the rows in C++
+# (nn/csrc/gated_messages.cpp through nn/native.py: it reads every row once, where the torch ops below take two to
+# four passes and a batched product for the dot products that runs far below memory speed).
 
 
 def _rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -183,12 +187,19 @@ class _GatedMessagesBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, g, m, a):
         ctx.save_for_backward(g, m, a)
+        if native.streams(g, m, a):  # one pass over the rows (csrc/gated_messages.cpp)
+            gm, _, da = native.gated_pass(g, m, a=a, dot=True)
+            return gm, da
         return torch.addcmul(g, g, a), _rowdot(g, m)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, p, q):
         g, m, a = ctx.saved_tensors
+        if native.streams(p, q, g, m, a):  # the same in one pass
+            z = m if q is not None else None
+            dg, dm, da = native.gated_pass(p, g, z, a, q, out2=q is not None, dot=p is not None)
+            return dg, dm, da
         dg = dm = da = None
         if p is not None:
             dg = torch.addcmul(p, p, a)

@@ -66,11 +66,17 @@ def test_attention_core_softmax_is_exact_when_rows_of_an_edge_differ_by_far_more
     assert not functions._softmax2_edges_(S)
 
 
+@pytest.mark.parametrize("native_pass", ["1", "0"])  # the streaming passes in C++ and the torch ops
 @pytest.mark.parametrize("D", [7, 1100])  # row dot products as a sum (narrow rows) and as a batched product (wide)
-def test_gated_messages_first_and_second_derivatives_equal_autograd(D):
+def test_gated_messages_first_and_second_derivatives_equal_autograd(D, native_pass, monkeypatch):
     """functions.gated_messages (MARA's m + α·m with a hand-written double backward) against m * (1 + α)."""
+    from mara_bench.nn import native
     from mara_bench.nn.functions import gated_messages
 
+    monkeypatch.setenv("MARA_BENCH_NATIVE", native_pass)
+    calls = []
+    orig = native.gated_pass
+    monkeypatch.setattr(native, "gated_pass", lambda *a, **k: calls.append(1) or orig(*a, **k))
     g = torch.Generator().manual_seed(3)
     m = torch.randn(5, D, dtype=F64, generator=g, requires_grad=True)
     a = torch.rand(5, 1, dtype=F64, generator=g, requires_grad=True)
@@ -88,3 +94,45 @@ def test_gated_messages_first_and_second_derivatives_equal_autograd(D):
         results.append((out, gm, ga, *second, *only_a, *only_m))
     for x, y in zip(*results, strict=True):
         assert _max_rel(x, y) <= 1e-13
+    assert bool(calls) == (native_pass == "1" and native._compiler() is not None)  # the path asked for ran
+
+
+def test_gated_messages_streaming_pass_float32_and_when_it_runs(monkeypatch):
+    """The C++ pass in float32 against the torch ops (float64 above); the torch ops run for strided cotangents,
+    with more than two torch threads and under a dispatch mode (FLOP counting)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mara_bench.nn import native
+    from mara_bench.nn.functions import gated_messages
+
+    if native._compiler() is None:
+        pytest.skip("no C++ compiler (c++, g++ or clang++) on PATH: the torch ops run (tested above)")
+    g = torch.Generator().manual_seed(5)
+    m = torch.randn(40, 700, generator=g, requires_grad=True)
+    a = torch.rand(40, 1, generator=g, requires_grad=True)
+    w = torch.randn(40, 700, generator=g)
+    calls = []
+    orig = native.gated_pass
+    monkeypatch.setattr(native, "gated_pass", lambda *a, **k: calls.append(1) or orig(*a, **k))
+
+    def derivatives(flag, cot=lambda out: (out * w).square().sum()):
+        monkeypatch.setenv("MARA_BENCH_NATIVE", flag)
+        calls.clear()
+        gm, ga = torch.autograd.grad(cot(gated_messages(m, a)), (m, a), create_graph=True)
+        return (gm, ga, *torch.autograd.grad((gm**2).sum() + (ga**3).sum(), (m, a))), len(calls)
+
+    (ours, n_ours), (ref, n_ref) = derivatives("1"), derivatives("0")
+    # the backward, its backward, and the backward once more (the loss's second derivative flows through m' too)
+    assert n_ours == 3 and n_ref == 0
+    for x, y in zip(ours, ref, strict=True):
+        assert _max_rel(x, y) <= 1e-5
+    _, n = derivatives("1", cot=lambda out: out.sum())  # ∂/∂m' is an expanded (stride-0) tensor: torch ops
+    assert n == 0  # (and so is the saved ∂/∂m' in the double backward)
+    with FlopCounterMode(display=False):
+        assert derivatives("1")[1] == 0
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(native.STREAM_MAX_THREADS + 1)
+        assert derivatives("1")[1] == 0
+    finally:
+        torch.set_num_threads(threads)
