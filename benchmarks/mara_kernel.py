@@ -20,6 +20,7 @@ import time
 import torch
 
 from mara_bench.nn.mara import MARA, ReferenceMARA
+from mara_bench.run import allocator
 
 
 def make_inputs(edges: int, message_dim: int, dtype=torch.float32, device="cpu", seed: int = 0):
@@ -112,6 +113,7 @@ def main(argv=None) -> int:
                    help="fwd_bwd: backward of sum(gates); train: the force-training double backward")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    allocator.configure()  # as mara_bench time does (run.allocator)
     grid = tuple(int(x) for x in a.grid.lower().split("x"))
     dtype = getattr(torch, a.dtype)
     print(f"torch {torch.__version__}, {a.device}, {torch.get_num_threads()} threads, {a.dtype}, D={a.message_dim}, "

@@ -29,9 +29,12 @@ def backbones() -> list[str]:
 
 
 def threads() -> None:
+    """Threads (``MARA_BENCH_ASV_THREADS``, default 1) and the C library's allocator, as ``mara_bench time`` sets them."""
+    from mara_bench.run import allocator
     from mara_bench.run.pipeline import apply_thread_env
 
     apply_thread_env("cpu", int(os.environ.get("MARA_BENCH_ASV_THREADS", "1")))
+    allocator.configure()
 
 
 def model_and_batch(backbone: str, variant: str, size: int):
