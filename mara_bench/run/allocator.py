@@ -85,3 +85,8 @@ def configure() -> str:
     _state = (f"tuned (glibc: no mmap for large blocks, {TRIM_THRESHOLD >> 30} GiB of freed heap kept)" if ok
               else "system (mallopt failed)")
     return _state
+
+
+def state() -> str | None:
+    """What :func:`configure` applied in this process, or None before it was called (run_info records it)."""
+    return _state

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json, read_json
 from ..errors import UserError
+from . import allocator
 from .layout import CONFIG
 from .layout import is_complete as is_complete  # re-exported
 
@@ -89,6 +90,7 @@ def run_info(device: str, wall_time_s: float | None = None, extra: dict[str, Any
         "device": str(device),
         "device_name": dev_name,
         "threads": torch.get_num_threads(),
+        "malloc": allocator.state(),  # the C library's allocator settings (run.allocator), None if never set
         "wall_time_s": wall_time_s,
         "peak_memory_mb": peak_memory_mb(),
         "peak_cuda_memory_mb": cuda_peak,

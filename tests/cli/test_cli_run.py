@@ -73,6 +73,7 @@ def test_good_run_writes_every_file_then_reuses_and_forces(data, tmp_path):
     assert "F MAE meV/Å" in r.stdout and "MARA: paper" in r.stdout
     info = json.loads((rd / "run_info.json").read_text())  # which distribution provided the backbone
     assert info["providers"]["backbone"]["distribution"] and info["providers"]["dataset_family"] is None  # user file
+    assert info["malloc"].startswith(("tuned (", "system ("))  # the run set the allocator up (run.allocator)
     import numpy as np
 
     g = np.load(rd / "gates.npz")

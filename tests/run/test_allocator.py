@@ -27,6 +27,7 @@ PROBE = textwrap.dedent("""
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         float((x * 2.0 + x)[-1])
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    assert allocator.state() == state and allocator.configure() == state  # applied once, then reported
     print(*faults)
     print(state)
 """)
