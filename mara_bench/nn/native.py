@@ -18,7 +18,8 @@ same rules (``--mara-impl`` aside) and also leave strided tensors and more than 
 (:func:`streams`).
 
 Cache: ``$MARA_BENCH_CACHE`` or ``$XDG_CACHE_HOME/mara_bench`` (default ``~/.cache/mara_bench``), one file per set
-of sources, compiler and CPU; built into a temporary file and renamed, so concurrent processes do not see half a library.
+of sources, compiler and CPU; built into a temporary file and renamed, so concurrent processes do not see half a
+library.
 """
 
 from __future__ import annotations
@@ -215,7 +216,8 @@ def streams(*ts: torch.Tensor | None) -> bool:
     threads, not under torch.compile or a dispatch mode, and built."""
     ts = [t for t in ts if t is not None]
     t = ts[0]
-    return (t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and torch.get_num_threads() <= STREAM_MAX_THREADS
+    return (t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+            and torch.get_num_threads() <= STREAM_MAX_THREADS
             and all(x.device == t.device and x.dtype == t.dtype and x.is_contiguous() for x in ts)
             and enabled() and not torch.compiler.is_compiling() and not _dispatch_mode_active()
             and library() is not None)
