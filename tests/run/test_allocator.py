@@ -35,7 +35,8 @@ PAGES = (1 << 26) // 4096  # 16,384 pages of 4 KiB in one 64 MiB tensor
 
 
 def _probe(**env_changes):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != allocator.ENV}
+    env = {k: v for k, v in os.environ.items()  # nothing of the caller's that would make configure() stand aside
+           if not k.startswith("MALLOC_") and k not in (allocator.ENV, "LD_PRELOAD", "GLIBC_TUNABLES")}
     env.update(env_changes)
     p = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
@@ -59,9 +60,17 @@ def test_users_own_glibc_settings_are_left_alone():
 
 
 def test_preloaded_allocator_and_other_libc_are_left_alone(monkeypatch):
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(allocator.sys, "platform", "linux")
+    for k in [k for k in os.environ if k.startswith("MALLOC_")] + ["GLIBC_TUNABLES"]:
+        monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
-    assert allocator._reason_to_leave() in ("system (jemalloc preloaded)", "system (not glibc)")
-    monkeypatch.delenv("LD_PRELOAD")
+    assert allocator._reason_to_leave() == "system (jemalloc preloaded)"
+    monkeypatch.setenv("LD_PRELOAD", "")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
+    assert allocator._reason_to_leave() == "system (glibc malloc variables set in the environment)"
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    assert allocator._reason_to_leave() is None
     monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("musl", "1.2"))
     assert allocator._reason_to_leave() == "system (not glibc)"
 
