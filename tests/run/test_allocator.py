@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ from mara_bench.run import allocator
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
-# a fresh process: 16 steps that each make two 64 MiB tensors from a third and free them; report the minor page
+# a fresh process: 32 steps that each make two 64 MiB tensors from a third and free them; report the minor page
 # faults of each step and configure()'s answer
 PROBE = textwrap.dedent("""
     import resource, torch
@@ -23,7 +24,7 @@ PROBE = textwrap.dedent("""
     state = allocator.configure()
     x = torch.ones(1 << 24)
     faults = []
-    for _ in range(16):
+    for _ in range(32):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         float((x * 2.0 + x)[-1])
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -46,10 +47,14 @@ def _probe(**env_changes):
 
 @pytest.mark.skipif(not GLIBC, reason="the allocator settings apply to glibc's malloc only")
 def test_tuned_reuses_pages_system_faults_them_in():
-    faults, state = _probe()  # the heap grows for a few steps (freed blocks coalesce), then the pages are reused
-    assert state.startswith("tuned (glibc") and sum(faults[-8:]) < PAGES // 10, (faults, state)
-    faults, state = _probe(MARA_BENCH_MALLOC="system")  # glibc's defaults: every new tensor is a fresh mmap
-    assert state == "system (MARA_BENCH_MALLOC=system)" and min(faults) > PAGES, (faults, state)
+    # the heap grows for the first steps (and now and then later: freed blocks must coalesce before a block with
+    # its alignment padding fits), then the pages are reused
+    tuned, state = _probe()
+    assert state.startswith("tuned (glibc"), state
+    assert statistics.median(tuned[-16:]) < PAGES // 10, tuned  # most later steps fault nothing in
+    system, state = _probe(MARA_BENCH_MALLOC="system")  # glibc's defaults: every new tensor is a fresh mmap
+    assert state == "system (MARA_BENCH_MALLOC=system)" and min(system) > PAGES, system
+    assert sum(tuned) < sum(system) / 3, (tuned, system)
 
 
 @pytest.mark.skipif(not GLIBC, reason="the allocator settings apply to glibc's malloc only")
