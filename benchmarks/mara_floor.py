@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from mara_bench.nn import native
 from mara_bench.run import allocator
+from mara_bench.timing.measure import time_call_cpu_ms
 
 
 def _ms(fn, repeats: int) -> float:
+    """Median process CPU ms of ``repeats`` calls after 3 warm-up calls (``time``'s clock)."""
     for _ in range(3):
         fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return statistics.median(times) * 1e3
+    return statistics.median(time_call_cpu_ms(fn)[1] for _ in range(repeats))
 
 
 def parts(E: int, D: int, C: int, repeats: int) -> dict[str, float]:

@@ -212,15 +212,12 @@ STREAM_MAX_THREADS = 2
 
 def streams(*ts: torch.Tensor | None) -> bool:
     """Whether the streaming passes of the gated messages (``csrc/gated_messages.cpp``) can run on these tensors
-    (None entries ignored): CPU, one dtype (float32 or float64), contiguous, at most ``STREAM_MAX_THREADS`` torch
-    threads, not under torch.compile or a dispatch mode, and built."""
+    (None entries ignored): where the gate kernel can (:func:`usable`), one device and dtype, contiguous, and at
+    most ``STREAM_MAX_THREADS`` torch threads."""
     ts = [t for t in ts if t is not None]
     t = ts[0]
-    return (t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-            and torch.get_num_threads() <= STREAM_MAX_THREADS
-            and all(x.device == t.device and x.dtype == t.dtype and x.is_contiguous() for x in ts)
-            and enabled() and not torch.compiler.is_compiling() and not _dispatch_mode_active()
-            and library() is not None)
+    return (torch.get_num_threads() <= STREAM_MAX_THREADS
+            and all(x.device == t.device and x.dtype == t.dtype and x.is_contiguous() for x in ts) and usable(t))
 
 
 def gated_pass(x, y, z=None, a=None, q=None, *, out2: bool = False, dot: bool = False):

@@ -318,7 +318,7 @@ def environment(device: str) -> dict[str, Any]:
            "interop_threads": torch.get_num_interop_threads(), "cuda_version": torch.version.cuda,
            "omp_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
                        if k in os.environ},
-           "malloc": allocator.configure()}  # the C library's allocator settings (run.allocator)
+           "malloc": allocator.state()}  # the C library's allocator settings, as `time` applied them (run.allocator)
     if str(device).startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name(torch.device(device))
     return env
